@@ -1,0 +1,101 @@
+"""Dropout on a NumPy array in memory: the library's simplest entry point."""
+
+from __future__ import annotations
+
+import secrets
+
+import numpy as np
+
+from .engine import CHUNK, memory_perm, run_tensor
+from .errors import DropoutError, UsageError
+from .params import DropoutParams
+
+
+def new_seed() -> int:
+    """A fresh seed for runs without one (reported in the stats so they can be repeated)."""
+    return secrets.randbits(63)
+
+
+def check_seed(seed: object) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise UsageError(f"seed must be an integer, got {seed!r}")
+    return int(seed)
+
+
+def dropout(x: np.ndarray, p: float = 0.5, *, seed: int | None = None, file: str = "",
+            tensor: str = "", mode: str = "train", inplace: bool = False,
+            variant: str = "element", scale: bool = True, fill: float | None = None,
+            channel_axis: int = 1, share_axes: tuple[int, ...] = (), exact_count: bool = False,
+            rng: str = "default", mask: np.ndarray | None = None, chunk_size: int = CHUNK,
+            return_stats: bool = False, params: DropoutParams | None = None,
+            torch_source=None):
+    """Apply dropout to ``x``; the same bits the CLI writes for the same key.
+
+    The mask of the default stream is keyed by ``(seed, file, tensor)``: the CLI
+    uses the input file's base name and the tensor's name ("" in a .npy file),
+    so ``dropout(np.load("x.npy"), 0.3, seed=7, file="x.npy")`` equals
+    ``tensor-dropout apply x.npy -p 0.3 --seed 7``.  With ``rng="torch"`` the
+    seed is torch's ``manual_seed``.  ``inplace=True`` writes into ``x``.
+
+    >>> y = dropout(np.ones(6, np.float32), 0.5, seed=1)
+    >>> sorted(set(y.tolist())) in ([0.0, 2.0], [2.0], [0.0])
+    True
+    """
+    if params is None:
+        params = DropoutParams(p=p, mode=mode, variant=variant, scale=scale, fill=fill,
+                               channel_axis=channel_axis, share_axes=tuple(share_axes),
+                               exact_count=exact_count, rng=rng)
+    if not isinstance(x, np.ndarray):
+        raise DropoutError(f"x must be a numpy.ndarray, got {type(x).__name__}")
+    if x.dtype.hasobject:
+        raise DropoutError("object arrays are not tensors; refused")
+    if seed is None:
+        if params.rng == "torch" and torch_source is None and mask is None and not params.identity:
+            raise UsageError("rng='torch' needs an explicit seed (torch.manual_seed)")
+        seed = new_seed() if torch_source is None else 0
+    seed = check_seed(seed)
+    if chunk_size < 1:
+        raise UsageError(f"chunk_size must be positive, got {chunk_size}")
+    if inplace and not x.flags.writeable:
+        raise DropoutError("inplace=True needs a writeable array")
+    if params.rng == "torch" and torch_source is None and not params.identity and mask is None:
+        from .torch_stream import TorchMaskSource
+
+        torch_source = TorchMaskSource(seed)
+    shape = x.shape
+    c_contig = x.flags.c_contiguous
+    flat = x.reshape(-1) if c_contig else None
+    out = x if inplace else np.empty(shape, dtype=x.dtype)
+    out_flat = out.reshape(-1) if out.flags.c_contiguous else None
+
+    def read(s: int, e: int, idx) -> np.ndarray:
+        if flat is not None:
+            return flat[s:e] if inplace else flat[s:e].copy()
+        return np.array(x[idx], copy=True).reshape(-1)
+
+    def write(s: int, chunk: np.ndarray, idx) -> None:
+        if idx is None:
+            if not (inplace and np.shares_memory(chunk, out_flat)):
+                out_flat[s:s + chunk.size] = chunk
+        else:
+            view = out[idx]
+            view[...] = chunk.reshape(view.shape)
+
+    perm = memory_perm(x.strides, shape, x.itemsize) if not c_contig else None
+    stats = run_tensor(shape=shape, dtype=x.dtype, read=read, write=write, params=params,
+                       seed=seed, file=file, tensor=tensor, where=_where(file, tensor),
+                       sliced=flat is None or out_flat is None, mask=mask,
+                       torch_source=torch_source, memory_order=perm, chunk=chunk_size)
+    if return_stats:
+        d = stats.as_dict()
+        d["seed"] = seed
+        return out, d
+    return out
+
+
+def _where(file: str, tensor: str) -> str:
+    from .errors import escape_name
+
+    return (escape_name(file) if file else "array") + (f": tensor {escape_name(tensor)}"
+                                                       if tensor else "")
+

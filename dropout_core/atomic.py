@@ -1,0 +1,118 @@
+"""Never lose a file: write beside the target, fsync, then os.replace over it."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import secrets
+import stat
+import sys
+from collections.abc import Iterator
+from typing import BinaryIO
+
+from .errors import DropoutError, escape_name
+
+TEMP_MARK = ".tensor-dropout-tmp-"  # users find leftovers with: ls -a | grep tensor-dropout-tmp
+
+
+def temp_name(target: str) -> str:
+    """The temporary file's name: hidden, beside the target, recognisably ours."""
+    d, base = os.path.split(target)
+    return os.path.join(d, f".{base}{TEMP_MARK}{secrets.token_hex(4)}")
+
+
+def resolve_target(path: str) -> str:
+    """A symlinked target is written through: replace the file the link points to."""
+    return os.path.realpath(path) if os.path.islink(path) else path
+
+
+def check_target(path: str, *, force: bool, inputs: list[str] = ()) -> None:
+    """Refuse an output that exists (without force), is an input, or has no directory."""
+    shown = escape_name(path)
+    real = resolve_target(path)
+    parent = os.path.dirname(os.path.abspath(real)) or "."
+    if not os.path.isdir(parent):
+        raise DropoutError(f"{shown}: output directory {escape_name(parent)} does not exist")
+    if os.path.isdir(real):
+        raise DropoutError(f"{shown}: output is a directory")
+    if os.path.exists(real):
+        for src in inputs:
+            if src != "-" and os.path.exists(src) and os.path.samefile(src, real):
+                raise DropoutError(f"{shown}: output is the input file; use --inplace to "
+                                   "rewrite it")
+        if not force:
+            raise DropoutError(f"{shown}: output exists; use --force to replace it", exit_code=1)
+
+
+@contextlib.contextmanager
+def atomic_write(path: str, *, mode_from: str | None = None) -> Iterator[BinaryIO]:
+    """Yield a file to write; on success it atomically replaces ``path``.
+
+    The new file keeps the permission bits of the file it replaces (or of
+    ``mode_from``); on any error the temporary file is removed and ``path`` is
+    left as it was.
+    """
+    real = resolve_target(path)
+    tmp = temp_name(real)
+    shown = escape_name(path)
+    try:
+        st = os.stat(mode_from or real)
+        mode, owner = stat.S_IMODE(st.st_mode), (st.st_uid, st.st_gid)
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        mode, owner = 0o666 & ~umask, None
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
+    except OSError as e:
+        raise DropoutError(f"{shown}: cannot create a file in its directory: {e.strerror}") from None
+    f = os.fdopen(fd, "wb", buffering=0)
+    try:
+        yield f
+        f.flush()
+        os.fsync(fd)
+        if owner is not None and hasattr(os, "fchown"):
+            with contextlib.suppress(OSError):
+                os.fchown(fd, *owner)
+        os.fchmod(fd, mode)
+        f.close()
+        os.replace(tmp, real)
+        _fsync_dir(os.path.dirname(os.path.abspath(real)))
+    except BaseException as exc:
+        f.close()
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(exc, OSError) and not isinstance(exc, BrokenPipeError):
+            raise DropoutError(f"{shown}: write failed: {_reason(exc)}; the target is unchanged") \
+                from None
+        raise
+
+
+def _reason(exc: OSError) -> str:
+    if exc.errno == errno.ENOSPC:
+        return "no space left on device"
+    if exc.errno == errno.EFBIG:
+        return "file too large"
+    return exc.strerror or str(exc)
+
+
+def _fsync_dir(d: str) -> None:
+    try:
+        fd = os.open(d, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def stdout_write() -> Iterator[BinaryIO]:
+    """Binary stdout, for ``-o -``."""
+    out = sys.stdout.buffer
+    yield out
+    out.flush()

@@ -1,0 +1,108 @@
+"""The .npy format (versions 1.0, 2.0, 3.0): a header reader and a streaming writer.
+
+The header is parsed with ``ast.literal_eval`` (never unpickled), checked
+key by key, and the data size it implies must equal the bytes in the file.
+"""
+
+from __future__ import annotations
+
+import ast
+import struct
+
+import numpy as np
+
+from .errors import DropoutError
+from .tensorfile import TensorInfo, checked_shape
+
+MAGIC = b"\x93NUMPY"
+MAX_HEADER = 1 << 20  # bytes of header dict; NumPy's own default is 10,000
+_VERSIONS = {(1, 0): "<H", (2, 0): "<I", (3, 0): "<I"}
+
+
+def _dtype_from_descr(descr: object, where: str) -> np.dtype:
+    if not isinstance(descr, str):
+        raise DropoutError(f"{where}: structured dtype {descr!r} is not a tensor; refused")
+    try:
+        dtype = np.dtype(descr)
+    except (TypeError, ValueError):
+        raise DropoutError(f"{where}: unknown dtype {descr!r}") from None
+    if dtype.hasobject:
+        raise DropoutError(f"{where}: object arrays are refused (they would need unpickling)")
+    ok = (dtype.kind in "biu" and dtype.itemsize <= 8) or \
+        (dtype.kind == "f" and dtype.itemsize in (2, 4, 8)) or \
+        (dtype.kind == "c" and dtype.itemsize in (8, 16))
+    if not ok or dtype.fields or dtype.subdtype:
+        hint = ""
+        if dtype.kind == "V":
+            hint = " (bfloat16 and float8 arrays saved by NumPy lose their dtype; use .safetensors)"
+        raise DropoutError(f"{where}: unsupported dtype {descr!r}{hint}")
+    return dtype
+
+
+def read_header(head: bytes, size: int, where: str) -> tuple[int, TensorInfo]:
+    """Validate a .npy header; return (header length, tensor info).
+
+    ``head`` holds at least the first min(size, MAX_HEADER + 12) bytes.
+    """
+    if size < 10 or not head.startswith(MAGIC):
+        raise DropoutError(f"{where}: not a .npy file (bad magic)")
+    version = (head[6], head[7])
+    if version not in _VERSIONS:
+        raise DropoutError(f"{where}: unsupported .npy version {version[0]}.{version[1]}")
+    fmt = _VERSIONS[version]
+    start = 8 + struct.calcsize(fmt)
+    if size < start:
+        raise DropoutError(f"{where}: truncated .npy header")
+    (hlen,) = struct.unpack(fmt, head[8:start])
+    if hlen > MAX_HEADER:
+        raise DropoutError(f"{where}: .npy header of {hlen} bytes exceeds the limit of {MAX_HEADER}")
+    if start + hlen > size:
+        raise DropoutError(f"{where}: .npy header length {hlen} runs past the end of the file "
+                           f"({size} bytes)")
+    raw = head[start:start + hlen]
+    try:
+        text = raw.decode("utf-8" if version == (3, 0) else "latin1")
+        d = ast.literal_eval(text)
+    except (SyntaxError, ValueError, UnicodeDecodeError, MemoryError, RecursionError, TypeError):
+        raise DropoutError(f"{where}: .npy header is not a valid Python literal") from None
+    if not isinstance(d, dict) or set(d) != {"descr", "fortran_order", "shape"}:
+        raise DropoutError(f"{where}: .npy header must be a dict with keys descr, fortran_order, "
+                           "shape")
+    dtype = _dtype_from_descr(d["descr"], where)
+    if not isinstance(d["fortran_order"], bool):
+        raise DropoutError(f"{where}: fortran_order must be True or False, got "
+                           f"{d['fortran_order']!r}")
+    if not isinstance(d["shape"], tuple):
+        raise DropoutError(f"{where}: .npy shape must be a tuple")
+    shape = checked_shape(d["shape"], where)
+    info = TensorInfo(name="", dtype=dtype, shape=shape, offset=start + hlen,
+                      fortran_order=d["fortran_order"] and len(shape) > 1,
+                      format_dtype=dtype.str)
+    have = size - info.offset
+    if info.nbytes > have:
+        raise DropoutError(f"{where}: truncated: shape {list(shape)} of {dtype.name} needs "
+                           f"{info.nbytes} bytes of data, the file has {have}")
+    if info.nbytes < have:
+        raise DropoutError(f"{where}: {have - info.nbytes} bytes of trailing garbage after the data")
+    return start + hlen, info
+
+
+def header_bytes(dtype: np.dtype, shape: tuple[int, ...], fortran_order: bool = False) -> bytes:
+    """A .npy header, byte for byte the same on every machine and NumPy version.
+
+    >>> header_bytes(np.dtype("<f4"), (2, 3))[:10]
+    b'\\x93NUMPY\\x01\\x00v\\x00'
+    """
+    shape_txt = "(" + "".join(f"{d}, " for d in shape)[:-2] + ("," if len(shape) == 1 else "") + ")"
+    if not shape:
+        shape_txt = "()"
+    text = (f"{{'descr': {dtype.str!r}, 'fortran_order': {fortran_order}, "
+            f"'shape': {shape_txt}, }}")
+    for version, fmt in (((1, 0), "<H"), ((2, 0), "<I")):
+        prefix = 8 + struct.calcsize(fmt)
+        total = prefix + len(text) + 1
+        pad = (-total) % 64
+        body = (text + " " * pad + "\n").encode("latin1")
+        if len(body) < 1 << (8 * struct.calcsize(fmt)):
+            return MAGIC + bytes(version) + struct.pack(fmt, len(body)) + body
+    raise DropoutError("npy header too large")  # pragma: no cover - unreachable for valid shapes

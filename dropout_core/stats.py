@@ -1,0 +1,94 @@
+"""Mask statistics, accumulated chunk by chunk: counts, overflow and a digest of the mask."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+
+
+class MaskDigest:
+    """SHA-256 of the keep mask packed 8 units to a byte, little bit order, in C order.
+
+    Independent of how the mask was split into chunks.
+
+    >>> d = MaskDigest(); d.update(np.array([False, True, False])); d.hexdigest()[:15]
+    'sha256:2f9fdc92'
+    """
+
+    def __init__(self) -> None:
+        self._h = hashlib.sha256()
+        self._carry = np.zeros(0, dtype=bool)
+
+    def update(self, dropped: np.ndarray) -> None:
+        keep = ~np.asarray(dropped, dtype=bool).reshape(-1)
+        if self._carry.size:
+            keep = np.concatenate([self._carry, keep])
+        whole = keep.size - keep.size % 8
+        self._h.update(np.packbits(keep[:whole], bitorder="little").tobytes())
+        self._carry = keep[whole:].copy()
+
+    def hexdigest(self) -> str:
+        h = self._h.copy()
+        if self._carry.size:
+            h.update(np.packbits(self._carry, bitorder="little").tobytes())
+        return "sha256:" + h.hexdigest()
+
+
+class TensorStats:
+    """Counts for one tensor, in units (mask entries) and in elements."""
+
+    def __init__(self, name: str, dtype: str, shape: tuple[int, ...], units_shape) -> None:
+        self.name, self.dtype, self.shape = name, dtype, tuple(shape)
+        self.units_shape = None if units_shape is None else tuple(units_shape)
+        self.numel = int(np.prod(self.shape, dtype=object)) if self.shape else 1
+        self.units = int(np.prod(self.units_shape, dtype=object)) if self.units_shape else (
+            0 if units_shape is None else 1)
+        self.dropped_units = 0
+        self.overflow = 0
+        self.digest: MaskDigest | None = MaskDigest() if units_shape is not None else None
+        self.extra: dict = {}
+        self.status = "processed"
+
+    def add_units(self, dropped: np.ndarray) -> None:
+        self.dropped_units += int(np.count_nonzero(dropped))
+        self.digest.update(dropped)
+
+    def as_dict(self) -> dict:
+        per_unit = self.numel // self.units if self.units else 0
+        dropped = self.dropped_units * per_unit
+        d = {
+            "name": self.name,
+            "status": self.status,
+            "dtype": self.dtype,
+            "shape": list(self.shape),
+            "numel": self.numel,
+            "mask_shape": None if self.units_shape is None else list(self.units_shape),
+            "units": self.units,
+            "kept_units": self.units - self.dropped_units,
+            "dropped_units": self.dropped_units,
+            "kept": self.numel - dropped,
+            "dropped": dropped,
+            "drop_fraction": dropped / self.numel if self.numel else 0.0,
+            "overflow": self.overflow,
+            "mask_digest": self.digest.hexdigest() if self.digest else None,
+        }
+        d.update(self.extra)
+        return d
+
+
+def totals(tensors: list[dict]) -> dict:
+    """Sums over tensor dicts (processed ones only count in kept/dropped)."""
+    done = [t for t in tensors if t["status"] == "processed"]
+    numel = sum(t["numel"] for t in done)
+    dropped = sum(t["dropped"] for t in done)
+    return {
+        "tensors": len(tensors),
+        "processed": len(done),
+        "skipped": len(tensors) - len(done),
+        "numel": numel,
+        "kept": numel - dropped,
+        "dropped": dropped,
+        "drop_fraction": dropped / numel if numel else 0.0,
+        "overflow": sum(t["overflow"] for t in done),
+    }
