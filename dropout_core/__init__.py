@@ -12,6 +12,7 @@ __version__ = "0.1.0"
 
 from .array import dropout, new_seed
 from .engine import effective_p
+from .atomic import atomic_text
 from .errors import DropoutError, UsageError
 from .files import apply_file, file_key, inspect_file, load_tensors, run_header
 from .params import ALPHA_PRIME, DropoutParams
@@ -25,6 +26,7 @@ __all__ = [
     "UsageError",
     "__version__",
     "apply_file",
+    "atomic_text",
     "derive_repeat_seed",
     "dropout",
     "effective_p",

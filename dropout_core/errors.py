@@ -25,18 +25,23 @@ class UsageError(DropoutError):
 def escape_name(name: str) -> str:
     """Render a tensor or file name so that no control character reaches a terminal.
 
-    >>> escape_name("a\\x1b[2Jb")
-    "'a\\\\x1b[2Jb'"
+    Plain names come back as they are; anything else is quoted and escaped.
+
+    >>> escape_name("x.npy")
+    'x.npy'
+    >>> print(escape_name("a\\x1b[2Jb"))
+    'a\\x1b[2Jb'
     """
+    if name and name.isprintable() and not (set(name) & set(" '\"\\")):
+        return name
     out = []
     for ch in name:
         o = ord(ch)
         if ch == "\\":
             out.append("\\\\")
-        elif o < 0x20 or o == 0x7F or 0x80 <= o < 0xA0 or ch in "\u2028\u2029":
-            out.append(f"\\x{o:02x}" if o < 0x100 else f"\\u{o:04x}")
-        elif 0xD800 <= o < 0xE000:  # lone surrogates from undecodable file names
-            out.append(f"\\u{o:04x}")
+        elif ch != " " and not ch.isprintable():  # controls, surrogates, bidi overrides
+            out.append(f"\\x{o:02x}" if o < 0x100 else
+                       f"\\u{o:04x}" if o < 0x10000 else f"\\U{o:08x}")
         else:
             out.append(ch)
-    return "'" + "".join(out) + "'"
+    return "'" + "".join(out).replace("'", "\\'") + "'"
