@@ -109,17 +109,18 @@ def apply_chunk(x: np.ndarray, drop: np.ndarray, plan: ValuePlan) -> tuple[np.nd
         return out, 0
     bad_in = _nonfinite(x)
     if kind == "scale":
-        if x.dtype == plan.cdtype:
-            out = np.multiply(x, plan.scale, out=x)
-        else:
-            out = (x.astype(plan.cdtype) * plan.scale).astype(plan.dtype)
+        with np.errstate(over="ignore", invalid="ignore"):
+            if x.dtype == plan.cdtype:
+                out = np.multiply(x, plan.scale, out=x)
+            else:
+                out = (x.astype(plan.cdtype) * plan.scale).astype(plan.dtype)
         np.copyto(out, plan.fill, where=drop)
         return out, _overflow(bad_in, out, drop)
     if kind == "alpha":
         with np.errstate(over="ignore", invalid="ignore"):
             v = x.astype(plan.cdtype) * plan.a
             v += plan.b
-        out = v.astype(plan.dtype)
+            out = v.astype(plan.dtype)
         np.copyto(out, plan.fill, where=drop)
         return out, _overflow(bad_in, out, drop)
     from . import torch_stream

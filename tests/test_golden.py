@@ -1,0 +1,68 @@
+"""Golden files of the default stream: inputs, flags and expected outputs as data.
+
+The expected files are made by scripts/make_golden.py from a plain-Python
+transcription of docs/random-stream.md; a mismatch means the stream or the
+arithmetic changed.  Never remake them to make this test pass.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from dropout_core import load_tensors
+
+HERE = os.path.join(os.path.dirname(__file__), "golden", "default")
+with open(os.path.join(HERE, "cases.json")) as _f:
+    CASES = json.load(_f)["cases"]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c["id"] for c in CASES])
+def test_cli_output_matches_golden_bytes(case, tmp_path, run_cli):
+    src = tmp_path / case["input"]  # same base name: the base name is part of the key
+    shutil.copyfile(os.path.join(HERE, case["input"]), src)
+    out = tmp_path / ("out" + os.path.splitext(case["input"])[1])
+    code, _, err = run_cli("apply", str(src), "-o", str(out), "-q", *case["args"])
+    assert code == 0, err
+    with open(os.path.join(HERE, case["expected"]), "rb") as f:
+        want = f.read()
+    got = out.read_bytes()
+    if got != want:
+        a, b = load_tensors(str(out)), load_tensors(os.path.join(HERE, case["expected"]))
+        diffs = {k: int(np.count_nonzero(a[k].view(np.uint8) != b[k].view(np.uint8)))
+                 for k in b}
+        pytest.fail(f"{case['id']}: output differs from the golden file (differing bytes per "
+                    f"tensor: {diffs}); the goldens are made by scripts/make_golden.py")
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c["id"] for c in CASES])
+def test_python_api_matches_golden(case):
+    """dropout() with file=<base name> gives the bytes the CLI writes."""
+    from dropout_core import DropoutParams, dropout
+
+    opts, flags, args = {}, set(), list(case["args"])
+    while args:
+        a = args.pop(0)
+        if a in ("--exact-count", "--no-scale"):
+            flags.add(a)
+        else:
+            opts[a] = args.pop(0)
+    params = DropoutParams(
+        p=float(opts["-p"]), variant=opts.get("--variant", "element"),
+        channel_axis=int(opts.get("--channel-axis", 1)),
+        share_axes=tuple(int(a) for a in opts["--share-axes"].split(","))
+        if "--share-axes" in opts else (),
+        exact_count="--exact-count" in flags, scale="--no-scale" not in flags,
+        fill=float(opts["--fill"]) if "--fill" in opts else None)
+    tensors = load_tensors(os.path.join(HERE, case["input"]))
+    want = load_tensors(os.path.join(HERE, case["expected"]))
+    for name, x in tensors.items():
+        if name == opts.get("--exclude"):
+            assert x.tobytes() == want[name].tobytes()
+            continue
+        y = dropout(x, params=params, seed=int(opts["--seed"]), file=case["input"], tensor=name)
+        assert y.tobytes() == np.ascontiguousarray(want[name]).tobytes(), name
