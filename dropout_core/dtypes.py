@@ -76,7 +76,7 @@ def cast_fill(fill: float, dtype: np.dtype, where: str) -> np.ndarray:
                 value = np.array(int(fill) if ok else 0).astype(dtype)
             else:
                 value = np.array(fill, dtype=np.float64).astype(dtype)
-                back = float(value.astype(np.float64).real)
+                back = complex(value) if dtype.kind == "c" else float(value.astype(np.float64))
                 ok = back == fill or (np.isnan(back) and np.isnan(fill))
     except (OverflowError, ValueError):
         ok = False

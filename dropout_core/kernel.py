@@ -74,7 +74,8 @@ def make_plan(params: DropoutParams, dtype: np.dtype, where: str) -> ValuePlan:
     s = params.scale_factor()
     if s is None:
         return ValuePlan("mask", dtype, cd, params.p, fill=fill)
-    return ValuePlan("scale", dtype, cd, params.p, fill=fill, scale=cd.type(s))
+    real = np.empty(0, cd).real.dtype  # complex data is scaled by a real factor
+    return ValuePlan("scale", dtype, cd, params.p, fill=fill, scale=real.type(s))
 
 
 def _nonfinite(x: np.ndarray) -> np.ndarray | None:
