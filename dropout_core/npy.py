@@ -20,8 +20,10 @@ _VERSIONS = {(1, 0): "<H", (2, 0): "<I", (3, 0): "<I"}
 
 
 def _dtype_from_descr(descr: object, where: str) -> np.dtype:
-    if not isinstance(descr, str):
+    if isinstance(descr, list):
         raise DropoutError(f"{where}: structured dtype {descr!r} is not a tensor; refused")
+    if not isinstance(descr, str):
+        raise DropoutError(f"{where}: descr must be a dtype string, got {descr!r}")
     try:
         dtype = np.dtype(descr)
     except (TypeError, ValueError):
@@ -39,26 +41,43 @@ def _dtype_from_descr(descr: object, where: str) -> np.dtype:
     return dtype
 
 
-def read_header(head: bytes, size: int, where: str) -> tuple[int, TensorInfo]:
-    """Validate a .npy header; return (header length, tensor info).
+def header_end(head: bytes, size: int, where: str) -> int:
+    """Where the data starts: magic, version and header length checked against the file.
 
-    ``head`` holds at least the first min(size, MAX_HEADER + 12) bytes.
+    ``head`` holds at least the first min(size, 12) bytes.
     """
-    if size < 10 or not head.startswith(MAGIC):
+    if not head.startswith(MAGIC[: min(len(head), len(MAGIC))]) or not head:
         raise DropoutError(f"{where}: not a .npy file (bad magic)")
+    if size < 8:
+        raise DropoutError(f"{where}: truncated: {size} bytes is too short for a .npy file")
     version = (head[6], head[7])
     if version not in _VERSIONS:
-        raise DropoutError(f"{where}: unsupported .npy version {version[0]}.{version[1]}")
+        raise DropoutError(f"{where}: unsupported .npy version {version[0]}.{version[1]} "
+                           "(1.0, 2.0 and 3.0 are supported)")
     fmt = _VERSIONS[version]
     start = 8 + struct.calcsize(fmt)
     if size < start:
-        raise DropoutError(f"{where}: truncated .npy header")
+        raise DropoutError(f"{where}: truncated: {size} bytes is too short for a .npy "
+                           f"{version[0]}.0 header")
     (hlen,) = struct.unpack(fmt, head[8:start])
     if hlen > MAX_HEADER:
-        raise DropoutError(f"{where}: .npy header of {hlen} bytes exceeds the limit of {MAX_HEADER}")
+        raise DropoutError(f"{where}: .npy header of {hlen} bytes exceeds the limit of "
+                           f"{MAX_HEADER}")
     if start + hlen > size:
         raise DropoutError(f"{where}: .npy header length {hlen} runs past the end of the file "
                            f"({size} bytes)")
+    return start + hlen
+
+
+def read_header(head: bytes, size: int, where: str) -> tuple[int, TensorInfo]:
+    """Validate a .npy header; return (header length, tensor info).
+
+    ``head`` holds at least the first ``header_end`` bytes.
+    """
+    end = header_end(head, size, where)
+    version = (head[6], head[7])
+    start = 8 + struct.calcsize(_VERSIONS[version])
+    hlen = end - start
     raw = head[start:start + hlen]
     try:
         text = raw.decode("utf-8" if version == (3, 0) else "latin1")
@@ -83,7 +102,8 @@ def read_header(head: bytes, size: int, where: str) -> tuple[int, TensorInfo]:
         raise DropoutError(f"{where}: truncated: shape {list(shape)} of {dtype.name} needs "
                            f"{info.nbytes} bytes of data, the file has {have}")
     if info.nbytes < have:
-        raise DropoutError(f"{where}: {have - info.nbytes} bytes of trailing garbage after the data")
+        raise DropoutError(f"{where}: {have - info.nbytes} bytes of trailing garbage after the "
+                           "data")
     return start + hlen, info
 
 

@@ -9,13 +9,26 @@ from .errors import DropoutError, escape_name
 from .tensorfile import TensorFile, open_input
 
 
-def detect_format(head: bytes) -> str | None:
-    """'npy', 'safetensors' or None, from the first bytes (not the extension)."""
-    if head[:6] == npy.MAGIC[: len(head[:6])] and head[:1] == b"\x93":
+def detect_format(head: bytes, size: int | None = None) -> str | None:
+    """'npy', 'safetensors' or None, from the first bytes (not the extension).
+
+    A safetensors header starts with ``{`` at byte 8; the reference loader
+    also takes leading whitespace, which we accept only when the length field
+    fits the file (``size``), so that a text file is not called a safetensors
+    file with an absurd header.
+    """
+    if head[:1] == b"\x93" and head[:6] == npy.MAGIC[: len(head[:6])]:
         return "npy"
-    if len(head) >= 9 and head[8:9] in (b"{", b" "):
+    if len(head) >= 9 and head[8:9] == b"{":
         return "safetensors"
+    if len(head) >= 9 and head[8:9] in b" \t\r\n":
+        n = int.from_bytes(head[:8], "little")
+        if size is None or 8 + n <= size:
+            return "safetensors"
     return None
+
+
+PROBE = 1 << 16  # bytes read to detect the format; the rest of a header is read on demand
 
 
 def open_tensor_file(path: str) -> TensorFile:
@@ -23,23 +36,31 @@ def open_tensor_file(path: str) -> TensorFile:
     real, size, spool = open_input(path)
     shown = "<stdin>" if path == "-" else escape_name(path)
     try:
-        try:
-            with open(real, "rb") as f:
-                head = f.read(min(size, 8 + safetensors_file.MAX_HEADER))
-        except OSError as e:
-            raise DropoutError(f"{shown}: cannot read: {e.strerror}") from None
         if size == 0:
             raise DropoutError(f"{shown}: empty file")
-        fmt = detect_format(head)
+        try:
+            with open(real, "rb") as f:
+                head = f.read(min(size, PROBE))
+                fmt = detect_format(head, size)
+                if fmt == "npy":
+                    need = npy.header_end(head, size, shown)
+                elif fmt == "safetensors":
+                    need = 8 + safetensors_file.header_length(head, size, shown)
+                else:
+                    raise DropoutError(f"{shown}: not a .npy or .safetensors file (unknown "
+                                       "magic bytes)")
+                if need > len(head):  # checked against the size above: never absurd
+                    head += f.read(need - len(head))
+        except OSError as e:
+            raise DropoutError(f"{shown}: cannot read: {e.strerror}") from None
+        if len(head) < need:
+            raise DropoutError(f"{shown}: file shrank while it was being read")
         if fmt == "npy":
             hlen, info = npy.read_header(head, size, shown)
             tf = TensorFile(path, "npy", size, head[:info.offset], [info])
-        elif fmt == "safetensors":
-            tensors, metadata = safetensors_file.read_header(head, size, shown)
-            base = 8 + safetensors_file.header_length(head, size, shown)
-            tf = TensorFile(path, "safetensors", size, head[:base], tensors, metadata)
         else:
-            raise DropoutError(f"{shown}: not a .npy or .safetensors file (unknown magic bytes)")
+            tensors, metadata = safetensors_file.read_header(head, size, shown)
+            tf = TensorFile(path, "safetensors", size, head[:need], tensors, metadata)
     except BaseException:
         if spool is not None:
             spool.close()

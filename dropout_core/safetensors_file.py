@@ -73,11 +73,12 @@ def read_header(head: bytes, size: int, where: str) -> tuple[list[TensorInfo], d
         if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
             raise DropoutError(f"{here}: entry must have exactly dtype, shape and data_offsets")
         dname = entry["dtype"]
+        if not isinstance(dname, str) or dname not in SAFETENSORS_DTYPES \
+                and dname not in UNSUPPORTED_SAFETENSORS:
+            raise DropoutError(f"{here}: unknown dtype {dname!r}")
         if dname in UNSUPPORTED_SAFETENSORS:
             raise DropoutError(f"{here}: dtype {dname} is a packed sub-byte type that NumPy "
                                "cannot hold; not supported")
-        if not isinstance(dname, str) or dname not in SAFETENSORS_DTYPES:
-            raise DropoutError(f"{here}: unknown dtype {dname!r}")
         shape = checked_shape(entry["shape"], here)
         offs = entry["data_offsets"]
         if (not isinstance(offs, list) or len(offs) != 2
