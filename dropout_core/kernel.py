@@ -65,9 +65,12 @@ def make_plan(params: DropoutParams, dtype: np.dtype, where: str) -> ValuePlan:
         what = "alpha dropout" if params.is_alpha else "scaling by 1/(1-p)"
         raise DropoutError(f"{where}: {dtype_label(dtype)} tensor cannot take {what}; use "
                            "--no-scale to mask it without scaling, or --exclude it")
-    if params.is_alpha and params.p < 1.0:
-        a, b = params.alpha_affine()
+    if params.is_alpha:
+        # The dropped value is a*d + b, rounded to the dtype like every alpha output.
         d = params.fill_value()
+        if params.p >= 1.0:  # the affine correction is undefined: every element becomes d
+            return ValuePlan("mask", dtype, cd, params.p, fill=np.array(d).astype(dtype))
+        a, b = params.alpha_affine()
         dropped = np.array(a * d + b, dtype=np.float64).astype(dtype)
         return ValuePlan("alpha", dtype, cd, params.p, fill=dropped, a=cd.type(a), b=cd.type(b))
     fill = cast_fill(params.fill_value(), dtype, where)
