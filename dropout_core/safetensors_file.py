@@ -25,8 +25,21 @@ def _no_duplicates(pairs: list[tuple[str, object]]) -> dict:
     for k, v in pairs:
         if k in seen:
             raise DropoutError(f"duplicate key {escape_name(k)} in the safetensors header")
+        _check_unicode(k)
+        if isinstance(v, str):
+            _check_unicode(v)
         seen[k] = v
     return seen
+
+
+def _check_unicode(text: str) -> None:
+    # JSON can spell a lone surrogate ("\ud800"); it is no Unicode text, the reference
+    # loader refuses it, and it could not be hashed into a stream key or written as UTF-8.
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise DropoutError(f"{escape_name(text)} in the safetensors header is not valid "
+                           "Unicode (a lone surrogate escape)") from None
 
 
 def header_length(head: bytes, size: int, where: str) -> int:

@@ -293,6 +293,10 @@ CASES: list[Case] = [
     Case("st-duplicate-metadata-key",
          st_file(raw=b'{"__metadata__":{"k":"1","k":"2"}}'),
          r"duplicate key k", suffix=".safetensors"),
+    Case("st-name-lone-surrogate", st_file([("\ud800x", "F32", [1], f32(1))]),
+         r"'\\ud800x' in the safetensors header is not valid Unicode", suffix=".safetensors"),
+    Case("st-metadata-lone-surrogate", st_file([("w", "F32", [1], f32(1))], {"k": "\udfff"}),
+         r"'\\udfff' in the safetensors header is not valid Unicode", suffix=".safetensors"),
     # ---- safetensors offsets
     Case("st-offsets-overlap",
          st_file(doc={"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
