@@ -161,7 +161,8 @@ def inspect(files, as_json) -> None:
             for k, v in d["metadata"].items():
                 click.echo(f"  metadata {escape_name(k)} = {escape_name(v)}")
         for t in d["tensors"]:
-            line = (f"  {escape_name(t['name'])}  {t['dtype']}  {t['shape']}  "
+            name = "(array)" if d["format"] == "npy" else escape_name(t["name"])
+            line = (f"  {name}  {t['dtype']}  {t['shape']}  "
                     f"zeros {t['zeros']}/{t['numel']} ({100 * t['zero_fraction']:.2f}%)")
             if "kept" in t:
                 line += f"  kept {t['kept']} dropped {t['dropped']}"

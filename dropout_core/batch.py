@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from .array import check_seed, new_seed
 from .atomic import check_target
 from .errors import DropoutError, UsageError, escape_name
-from .files import apply_file, run_header
+from .files import apply_file, check_file, run_header
 from .params import DropoutParams
 from .readers import open_tensor_file
 from .streams import derive_repeat_seed
@@ -134,8 +134,13 @@ def apply_files(inputs: list[str], *, params: DropoutParams, seed: int | None = 
             raise DropoutError(f"{escape_name(out_dir)}: cannot create directory: "
                                f"{e.strerror}") from None
     for j in plan:
-        if j.input != "-":
-            open_tensor_file(j.input).close()
+        if j.input != "-" and j.copy in (None, 0):
+            tf = open_tensor_file(j.input)
+            try:
+                check_file(tf, params, opts.tensors, opts.exclude,
+                           {t.name: None for t in tf.tensors} if opts.mask_in else None)
+            finally:
+                tf.close()
         if not j.inplace and j.output != "-":
             check_target(j.output, force=opts.force, inputs=[i for i in inputs])
     plan = [Job(j.input, j.output, j.seed if j.seed is not None else

@@ -16,6 +16,8 @@ from . import npy, safetensors_file
 from .array import check_seed, new_seed
 from .atomic import atomic_write, check_target
 from .engine import CHUNK, effective_p, run_tensor
+from .kernel import make_plan
+from .masks import mask_shape
 from .errors import DropoutError, UsageError, escape_name
 from .params import DropoutParams
 from .readers import open_tensor_file, output_format
@@ -111,14 +113,29 @@ def load_tensors(path: str) -> dict[str, np.ndarray]:
         tf.close()
 
 
+def check_file(tf: TensorFile, params: DropoutParams, tensors: tuple[str, ...] = (),
+               exclude: tuple[str, ...] = (), replay: dict | None = None) -> list[TensorInfo]:
+    """Every check that needs no tensor data: dtypes, mask shapes, replayed masks.
+
+    Returns the chosen tensors.  Runs before any output is opened, so a bad
+    tensor never leaves half a run behind.
+    """
+    chosen = [t for t in tf.tensors if tf.format == "npy" or selected(t.name, tensors, exclude)]
+    if params.identity:
+        return chosen
+    for t in chosen:
+        make_plan(params, t.dtype, tf.where(t))
+        if replay is None:
+            mask_shape(t.shape, params, tf.where(t))
+        elif t.name not in replay:
+            raise DropoutError(f"{tf.where(t)}: the mask file has no tensor of this name")
+    return chosen
+
+
 def _apply(tf: TensorFile, output: str, params: DropoutParams, seed: int | None, inplace: bool,
            tensors, exclude, replay, mask_out, chunk, key) -> dict:
-    chosen = [t for t in tf.tensors if tf.format == "npy" or selected(t.name, tensors, exclude)]
+    chosen = check_file(tf, params, tensors, exclude, replay)
     chosen_names = {t.name for t in chosen}
-    if replay is not None:
-        for t in chosen:
-            if t.name not in replay and not params.identity:
-                raise DropoutError(f"{tf.where(t)}: the mask file has no tensor of this name")
     out_header = _output_header(tf)
     torch_source = None
     if params.rng == "torch" and not params.identity and replay is None:
@@ -247,8 +264,6 @@ class _MaskWriter:
 
     def __init__(self, path: str, tf: TensorFile, chosen: list[TensorInfo],
                  params: DropoutParams, replay) -> None:
-        from .masks import mask_shape
-
         self.path = path
         self.format = output_format(path, tf.format)
         self.shapes: dict[str, tuple] = {}
