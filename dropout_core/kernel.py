@@ -7,13 +7,14 @@ A dropped element is exactly the fill value, whatever the input held.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from .dtypes import cast_fill, compute_dtype, dtype_label, is_floating
 from .errors import DropoutError
-from .params import DropoutParams
+from .params import ALPHA_PRIME, DropoutParams
 
 
 @dataclass(frozen=True)
@@ -31,12 +32,18 @@ class ValuePlan:
 
     def summary(self) -> dict:
         """The numbers the stats report for this tensor."""
-        out: dict = {"scale": None if self.scale is None else float(self.scale)}
+        out: dict = {"scale": None if self.scale is None else _number(self.scale)}
         if self.kind in ("alpha", "torch-alpha"):
-            out["alpha_a"], out["alpha_b"] = float(self.a), float(self.b)
+            out["alpha_a"], out["alpha_b"] = _number(self.a), _number(self.b)
         if self.fill is not None:
             out["fill"] = _jsonable(self.fill)
         return out
+
+
+def _number(v) -> float | str:
+    """A float for JSON; inf and NaN (a float16 scale can overflow) as strings."""
+    f = float(v)
+    return f if math.isfinite(f) else str(f)
 
 
 def _jsonable(v: np.ndarray) -> float | int | bool | str | None:
@@ -53,14 +60,19 @@ def make_plan(params: DropoutParams, dtype: np.dtype, where: str) -> ValuePlan:
     cd = compute_dtype(dtype)
     floating = is_floating(dtype)
     if params.rng == "torch":
-        allowed = {"float32", "float64"} if params.is_alpha else \
-            {"float16", "bfloat16", "float32", "float64"}
+        from .torch_stream import torch_scale
+
+        allowed = {"float16", "bfloat16", "float32", "float64"}
         if dtype_label(dtype) not in allowed:
-            raise DropoutError(f"{where}: rng torch supports {', '.join(sorted(allowed))} for "
-                               f"{params.variant} dropout, not {dtype_label(dtype)}")
+            raise DropoutError(f"{where}: rng torch supports {', '.join(sorted(allowed))}, "
+                               f"not {dtype_label(dtype)}")
         if params.p >= 1.0:
             return ValuePlan("torch-zero", dtype, cd, params.p)
-        return ValuePlan("torch-alpha" if params.is_alpha else "torch", dtype, cd, params.p)
+        if params.is_alpha:
+            a = 1.0 / math.sqrt((ALPHA_PRIME**2 * params.p + 1) * (1 - params.p))
+            return ValuePlan("torch-alpha", dtype, cd, params.p, a=cd.type(a),
+                             b=cd.type(ALPHA_PRIME * a * params.p))
+        return ValuePlan("torch", dtype, cd, params.p, scale=torch_scale(params.p, dtype))
     if not floating and (params.scale or params.is_alpha):
         what = "alpha dropout" if params.is_alpha else "scaling by 1/(1-p)"
         raise DropoutError(f"{where}: {dtype_label(dtype)} tensor cannot take {what}; use "

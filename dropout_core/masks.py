@@ -147,6 +147,8 @@ def unit_source(params: DropoutParams, seed: int, file: str, tensor: str, units:
                 torch_source=None) -> UnitSource:
     """The drop decisions of one tensor's mask for the chosen stream."""
     if params.rng == "torch":
+        if params.p >= 1.0:  # torch computes x * 0 and draws nothing
+            return ArrayUnits(np.ones(units, dtype=bool))
         return TorchUnits(torch_source, params.p)
     if params.exact_count:
         return ExactUnits(ExactCountStream(seed, file, tensor, units, params.p))
