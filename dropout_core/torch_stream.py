@@ -171,15 +171,27 @@ class TorchMaskSource:
     ``a`` (p may change between calls, as between torch calls).  p == 0 and
     p == 1 draw nothing in torch; callers handle them (``keep`` rejects them).
 
-    ``words_consumed`` counts the 32-bit words taken from the stream.  An
-    instance is not meant to be shared by threads running at the same time.
+    ``words_consumed`` counts the 32-bit words handed out so far (2 per element).
+
+    ``readahead`` (elements, default 0): after each request, generate the
+    words of up to this many further elements on the worker thread, so that a
+    caller that asks chunk after chunk finds them ready while it was busy
+    writing the previous chunk.  It never changes a result, only when the
+    words are computed; unused read-ahead words are simply never handed out.
+
+    An instance is not meant to be used by two threads at the same time.
     """
 
-    def __init__(self, seed: int) -> None:
-        self.seed = operator.index(seed) if not isinstance(seed, bool) else seed
+    def __init__(self, seed: int, *, readahead: int = 0) -> None:
         self.seed32 = _seed32(seed)
+        self.seed = operator.index(seed)
+        self.readahead = max(0, operator.index(readahead))
         self._rs = np.random.RandomState(self.seed32)  # legacy init_genrand(seed32)
         self._words = 0
+        # Pairs already drawn from _rs but not handed out, in stream order:
+        # [ndarray or Future of ndarray, number of pairs].
+        self._queue: deque[list] = deque()
+        self._queued = 0
         self._tmp = np.empty(0, np.uint64)
 
     def __repr__(self) -> str:
@@ -189,29 +201,96 @@ class TorchMaskSource:
     def words_consumed(self) -> int:
         return self._words
 
-    # -- raw words
-    def _draw(self, count: int) -> np.ndarray:
-        """The next ``count`` raw 32-bit words (full-range randint returns them unchanged)."""
-        w = self._rs.randint(0, 1 << 32, size=count, dtype=np.uint32)
-        self._words += count
-        return w
+    # -- pairs of words, in stream order
+    def _pair_chunks(self, n: int, block: int) -> Iterator[np.ndarray]:
+        """The word pairs of the next ``n`` elements, as consecutive uint64 arrays.
+
+        Read-ahead pairs come first; then fresh ones, drawn inline for small
+        requests and on the worker thread, ``_PREFETCH`` blocks ahead, for
+        large ones.  A pair is counted in ``words_consumed`` when yielded; if
+        the consumer stops early, pairs already drawn stay queued for the next
+        request, so the stream never skips a word.
+        """
+        need = n
+        while need and self._queue:
+            item = self._queue[0]
+            arr = item[0].result() if isinstance(item[0], Future) else item[0]
+            m = min(need, item[1], block)
+            if m == item[1]:
+                self._queue.popleft()
+            else:
+                item[0], item[1] = arr[m:], item[1] - m
+            self._queued -= m
+            need -= m
+            self._words += 2 * m
+            yield arr[:m]
+        if need == 0:
+            return
+        if need < max(_THREAD_MIN, 2 * block):
+            while need:  # the queue is empty: every earlier future has been waited for
+                m = min(block, need)
+                arr = _draw_pairs(self._rs, m)
+                need -= m
+                self._words += 2 * m
+                yield arr
+            return
+        ex = _worker()
+        todo = need
+
+        def submit() -> None:
+            nonlocal todo
+            if todo:
+                m = min(block, todo)
+                todo -= m
+                self._queue.append([ex.submit(_draw_pairs, self._rs, m), m])
+                self._queued += m
+
+        for _ in range(_PREFETCH):
+            submit()
+        while need:
+            fut, m = self._queue.popleft()
+            arr = fut.result()
+            self._queued -= m
+            submit()
+            need -= m
+            self._words += 2 * m
+            yield arr
+
+    def _top_up(self) -> None:
+        """Start drawing read-ahead pairs on the worker thread (after all earlier draws)."""
+        if self._queued >= self.readahead:
+            return
+        ex = _worker()
+        while self._queued < self.readahead:
+            m = min(BLOCK, self.readahead - self._queued)
+            self._queue.append([ex.submit(_draw_pairs, self._rs, m), m])
+            self._queued += m
 
     def words(self, count: int) -> np.ndarray:
-        """The next ``count`` raw mt19937 words, as torch's generator would return them."""
+        """The next ``count`` raw mt19937 words (count even: whole elements), as torch sees them."""
         count = operator.index(count)
-        if count < 0:
-            raise ValueError("count must be >= 0")
-        return self._draw(count)
+        if count < 0 or count % 2:
+            raise ValueError("count must be an even number >= 0 (two words per element)")
+        out = np.empty(count, np.uint32)
+        at = 0
+        for arr in self._pair_chunks(count // 2, 1 << 22):
+            first, second = arr >> np.uint64(32), arr & np.uint64(0xFFFFFFFF)
+            if not _HI_FIRST:
+                first, second = second, first
+            out[at:at + 2 * arr.size:2] = first
+            out[at + 1:at + 2 * arr.size:2] = second
+            at += 2 * arr.size
+        self._top_up()
+        return out
 
     def skip(self, n: int) -> None:
-        """Advance past ``n`` elements (``2 * n`` words) without keeping their mask."""
+        """Advance past ``n`` elements (``2 * n`` words) without computing their mask."""
         n = operator.index(n)
         if n < 0:
             raise ValueError("n must be >= 0")
-        for s in range(0, n, 1 << 22):
-            m = min(1 << 22, n - s)
-            _draw_pairs(self._rs, m)
-            self._words += 2 * m
+        for _ in self._pair_chunks(n, 1 << 22):
+            pass
+        self._top_up()
 
     def _buffer(self, m: int) -> np.ndarray:
         if self._tmp.size < m:
@@ -222,58 +301,24 @@ class TorchMaskSource:
     def blocks(self, n: int, p: float, block: int = BLOCK) -> Iterator[tuple[int, np.ndarray]]:
         """Yield ``(start, keep)`` for consecutive blocks covering the next ``n`` elements.
 
-        Each ``keep`` is a fresh bool array.  For large ``n`` the words of later
-        blocks are generated on a worker thread while the caller works on the
-        current block.  Consume the iterator to the end: the stream position
-        (``words_consumed``) covers every block already generated.
+        Each ``keep`` is a fresh bool array of at most ``block`` elements.  For
+        large ``n`` the words of later blocks are generated on a worker thread
+        while the caller works on the current block.  Elements of blocks not
+        yet yielded when the caller stops early are not consumed.
         """
         n = operator.index(n)
         if n < 0:
             raise ValueError("n must be >= 0")
         T = keep_threshold(p)
         block = max(1, int(block))
-        if n < max(_THREAD_MIN, 2 * block):
-            for s in range(0, n, block):
-                m = min(block, n - s)
-                out = np.empty(m, bool)
-                pairs = _draw_pairs(self._rs, m)
-                self._words += 2 * m
-                _mask_into(pairs, T, out, self._buffer(m))
-                yield s, out
-            return
-        ex = _worker()
-        starts = iter(range(0, n, block))
-        pending: deque[tuple[int, int, Future]] = deque()
-
-        def submit() -> bool:
-            s = next(starts, None)
-            if s is None:
-                return False
-            m = min(block, n - s)
-            pending.append((s, m, ex.submit(_draw_pairs, self._rs, m)))
-            self._words += 2 * m
-            return True
-
-        try:
-            for _ in range(_PREFETCH):
-                if not submit():
-                    break
-            tmp = self._buffer(block)
-            while pending:
-                s, m, fut = pending.popleft()
-                pairs = fut.result()
-                submit()
-                out = np.empty(m, bool)
-                _mask_into(pairs, T, out, tmp)
-                yield s, out
-        finally:
-            # Abandoned or failed: blocks never generated are given back.
-            while pending:
-                _, m, fut = pending.pop()
-                if fut.cancel():
-                    self._words -= 2 * m
-                else:
-                    fut.exception()  # wait: the stream must not move behind our back
+        tmp = self._buffer(min(block, n))
+        s = 0
+        for pairs in self._pair_chunks(n, block):
+            out = np.empty(pairs.size, bool)
+            _mask_into(pairs, T, out, tmp)
+            yield s, out
+            s += pairs.size
+        self._top_up()
 
     def keep(self, n: int, p: float) -> np.ndarray:
         """Bool keep mask of the next ``n`` elements (consumes exactly ``2 * n`` words)."""
@@ -408,54 +453,60 @@ def torch_alpha_values(x: np.ndarray, keep: np.ndarray, p: float) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- memory order
-def _is_channels_last(shape, strides, order) -> bool:
-    """c10's is_channels_last_strides_{2d,3d}: ``order`` is (1, 3, 2, 0) or (1, 4, 3, 2, 0)."""
-    lo = 0
-    if strides[1] == 0:
-        return False
-    for d in order:
-        if shape[d] == 0 or strides[d] < lo:
-            return False
-        if d == 0 and lo == strides[1]:
-            return False
-        lo = strides[d]
-        if shape[d] > 1:
-            lo *= shape[d]
-    return True
+def _infer_dense_perm(shape: tuple[int, ...], strides: tuple[int, ...]) -> list[int]:
+    """ATen's infer_dense_strides ordering: the axes innermost first.
+
+    ``empty_like`` (preserve format) gives a dense, non-overlapping tensor its
+    own strides and any other strided tensor dense strides "which keep the
+    layout permutation of the input"; both are this order.  A stable insertion
+    sort by stride, starting from C order's innermost-first guess; equal
+    strides put the larger axis outside; zero strides are ambiguous and never
+    force a move.
+    """
+    ndim = len(shape)
+    perm = list(range(ndim - 1, -1, -1))
+
+    def should_swap(d0: int, d1: int) -> int:
+        s0, s1 = strides[d0], strides[d1]
+        if s0 == 0 or s1 == 0:
+            return 0
+        if s0 < s1:
+            return -1
+        if s0 > s1:
+            return 1
+        return 1 if shape[d0] > shape[d1] else 0
+
+    for i in range(1, ndim):
+        dim1 = i
+        for j in range(1, i + 1):
+            dim0 = i - j
+            c = should_swap(perm[dim0], perm[dim1])
+            if c > 0:
+                perm[dim0], perm[dim1] = perm[dim1], perm[dim0]
+                dim1 = dim0
+            elif c < 0:
+                break
+    return perm
 
 
 def memory_order_perm(x: np.ndarray) -> tuple[int, ...] | None:
     """The axis order in which torch walks ``empty_like(torch.from_numpy(x))`` (None: C order).
 
-    A dense, non-overlapping x keeps its strides in ``empty_like``, so the walk
-    follows memory (a Fortran-ordered x is walked in Fortran order).  A
-    non-dense x gets fresh strides from ``suggest_memory_format``: channels-last
-    if x's strides look like it (4-D/5-D), otherwise C order.
+    ``x.transpose(perm)`` walked in C order visits the elements in torch's
+    mask order.  A dense x is walked in memory order (a Fortran-ordered x in
+    Fortran order); a non-dense one (a strided slice) in the order of its
+    strides, as ATen's ``infer_dense_strides`` lays out the noise tensor.
+    Negative strides (which ``torch.from_numpy`` refuses) count as C order.
     """
-    shape, strides = x.shape, x.strides
+    shape = x.shape
     if x.ndim < 2 or x.flags.c_contiguous or x.size == 0:
         return None
-    if any(st < 0 for st, n in zip(strides, shape) if n > 1):
-        return None  # torch.from_numpy refuses negative strides; a copy is C order
-    big = [k for k in range(x.ndim) if shape[k] > 1]
-    inner_first = sorted(big, key=lambda k: strides[k])
-    expect, dense = x.itemsize, True
-    for k in inner_first:
-        if strides[k] != expect:
-            dense = False
-            break
-        expect *= shape[k]
-    if dense:
-        outer_first = inner_first[::-1]
-        perm = tuple([k for k in range(x.ndim) if shape[k] <= 1] + outer_first)
-    elif x.ndim == 4 and _is_channels_last(shape, strides, (1, 3, 2, 0)):
-        perm = (0, 2, 3, 1)
-    elif x.ndim == 5 and _is_channels_last(shape, strides, (1, 4, 3, 2, 0)):
-        perm = (0, 2, 3, 4, 1)
-    else:
+    if any(st < 0 for st in x.strides):
         return None
-    # Size-1 axes may sit anywhere: drop the permutation if it is C order for the rest.
-    if [k for k in perm if shape[k] > 1] == big:
+    inner_first = _infer_dense_perm(shape, x.strides)
+    perm = tuple(inner_first[::-1])
+    # Size-1 axes do not change the walk: no permutation if the rest is in C order.
+    if [k for k in perm if shape[k] > 1] == [k for k in range(x.ndim) if shape[k] > 1]:
         return None
     return perm
 

@@ -32,11 +32,13 @@ Manifest (``cases.json``)::
                         | "alpha_dropout" | "feature_alpha_dropout",
             "p", "training", "dtype": "float32" | "float64" | "float16" | "bfloat16",
             "shape": logical shape, "fortran": bool, "transpose": perm or null,
+            "slices": [[start, stop, step] per axis] or null,
             "input": file, "output": file}
-        # The input file holds the array in C order; the call's array is
-        # np.asfortranarray(a) when fortran, a.transpose(perm) when transpose is
-        # set (then the file's shape is the pre-transpose one), else a itself.
-        # torch sees torch.from_numpy of exactly that array.
+        # The input file holds a base array a in C order; the call's array is
+        # a, made Fortran-ordered (np.asfortranarray) if fortran, then
+        # .transpose(perm) if transpose, then sliced by slices (a strided,
+        # non-dense view) if slices.  torch sees torch.from_numpy of exactly
+        # that array, so the mask follows its memory layout as torch's does.
 """
 
 from __future__ import annotations
@@ -129,24 +131,29 @@ class Builder:
         return name
 
     def call(self, case_id: str, k: int, rng, *, function="dropout", p=0.5, dtype="float32",
-             shape=(7,), fortran=False, transpose=None, training=True) -> dict:
+             shape=(7,), fortran=False, transpose=None, slices=None, base_shape=None,
+             training=True) -> dict:
+        """One call.  ``shape`` is the logical shape; with ``slices``, give ``base_shape``."""
         shape = tuple(shape)
-        base_shape = shape if transpose is None else tuple(
-            shape[list(transpose).index(i)] for i in range(len(shape)))
-        base = make_input(rng, base_shape, dtype)
-        arr = base
-        if fortran:
-            arr = np.asfortranarray(base)
-        elif transpose is not None:
-            arr = base.transpose(transpose)
-            assert arr.shape == shape
+        if base_shape is None:
+            assert slices is None
+            base_shape = shape if transpose is None else tuple(
+                shape[list(transpose).index(i)] for i in range(len(shape)))
+        base = make_input(rng, tuple(base_shape), dtype)
+        arr = np.asfortranarray(base) if fortran else base
+        if transpose is not None:
+            arr = arr.transpose(transpose)
+        if slices is not None:
+            arr = arr[tuple(slice(*s) for s in slices)]
+        assert arr.shape == shape, (case_id, arr.shape, shape)
         suffix = f"_{k}" if k else ""
         return {
             "function": function, "p": p, "training": training, "dtype": dtype,
             "shape": list(shape), "fortran": fortran,
             "transpose": list(transpose) if transpose is not None else None,
+            "slices": [list(s) for s in slices] if slices is not None else None,
             "input": self._save(f"{case_id}{suffix}_in.npy", storable(base, dtype)),
-            "output": None,  # filled by run()
+            "output": None,  # filled by add()
             "_array": arr,
         }
 
@@ -165,12 +172,17 @@ class Builder:
             case.update({k: v for k, v in calls[0].items()})
         self.cases.append(case)
 
+    @staticmethod
+    def rng(case_id: str) -> np.random.Generator:
+        """Inputs keyed by case id: adding a case changes no other case's files."""
+        return np.random.default_rng([20260101, *case_id.encode()])
+
     def single(self, case_id: str, seed: int, **kw) -> None:
-        rng = np.random.default_rng([20260101, len(self.cases)])
+        rng = self.rng(case_id)
         self.add(case_id, seed, [self.call(case_id, 0, rng, **kw)])
 
     def sequence(self, case_id: str, seed: int, calls: list[dict]) -> None:
-        rng = np.random.default_rng([20260101, len(self.cases)])
+        rng = self.rng(case_id)
         self.add(case_id, seed, [self.call(case_id, k, rng, **kw) for k, kw in enumerate(calls)])
 
 
@@ -207,6 +219,17 @@ def build(b: Builder) -> None:
     b.single("dropout_float32_transposed", 1, p=0.4, shape=(5, 6, 7), transpose=(2, 0, 1))
     b.single("dropout_float32_channels_last", 2**62, p=0.6, shape=(2, 3, 6, 5),
              transpose=(0, 3, 1, 2))
+    # Non-dense (strided) views: torch lays the noise out in the view's stride order.
+    b.single("dropout_float32_fortran_sliced", 1, p=0.45, dtype="float32", shape=(13, 9, 3),
+             base_shape=(13, 17, 3), fortran=True, slices=[[None], [None, None, 2], [None]])
+    b.single("dropout_float64_c_sliced", 2, p=0.45, dtype="float64", shape=(6, 4, 5),
+             base_shape=(6, 8, 5), slices=[[None], [1, None, 2], [None]])
+    b.single("dropout_bfloat16_channels_last_sliced_c", 3, p=0.3, dtype="bfloat16",
+             shape=(2, 3, 6, 5), base_shape=(2, 6, 5, 6), transpose=(0, 3, 1, 2),
+             slices=[[None], [None, None, 2], [None], [None]])
+    b.single("alpha_dropout_float32_fortran_sliced", 4, function="alpha_dropout", p=0.3,
+             shape=(7, 5, 4), base_shape=(7, 10, 4), fortran=True,
+             slices=[[None], [None, None, 2], [None]])
     # Edge cases: p == 0, p == 1, eval mode, empty and 0-d tensors, extreme p.
     for dt in dtypes:
         b.single(f"dropout_{dt}_p0", 3, p=0.0, dtype=dt, shape=(9, 4))

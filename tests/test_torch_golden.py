@@ -51,6 +51,8 @@ def call_input(call: dict) -> np.ndarray:
         a = np.asfortranarray(a)
     if call["transpose"] is not None:
         a = a.transpose(call["transpose"])
+    if call.get("slices") is not None:
+        a = a[tuple(slice(*s) for s in call["slices"])]
     assert list(a.shape) == call["shape"], f"{call['input']}: shape differs from the manifest"
     return a
 
@@ -192,7 +194,8 @@ def test_p_may_change_between_calls(ps):
     src = TorchMaskSource(3)
     got = np.concatenate([src.keep(1001, ps[0]), src.keep(999, ps[1])])
     words = TorchMaskSource(3).words(4000)
-    want = np.concatenate([reference_keep(words[:2002], ps[0]), reference_keep(words[2002:], ps[1])])
+    want = np.concatenate([reference_keep(words[:2002], ps[0]),
+                           reference_keep(words[2002:], ps[1])])
     assert np.array_equal(got, want)
 
 
@@ -211,11 +214,38 @@ def test_abandoned_blocks_keep_the_count_exact():
     it = src.blocks(10 * ts.BLOCK, 0.5)
     next(it)
     it.close()
-    used = src.words_consumed
-    assert used % 2 == 0 and used >= 2 * ts.BLOCK
+    assert src.words_consumed == 2 * ts.BLOCK  # only the block handed out
     fresh = TorchMaskSource(11)
-    fresh.skip(used // 2)
+    fresh.skip(ts.BLOCK)
     assert np.array_equal(src.keep(1000, 0.5), fresh.keep(1000, 0.5))
+
+
+@pytest.mark.parametrize("readahead", [0, 1, 1000, ts.BLOCK + 7, 3 * ts.BLOCK])
+def test_readahead_changes_no_bits(readahead):
+    """Read-ahead words are handed out in order, whatever mix of calls follows."""
+    src = TorchMaskSource(-12345, readahead=readahead)
+    got = [src.keep(3, 0.5), src.keep(N_CHUNKED, 0.2), src.words(10), src.keep(5001, 1 / 3)]
+    src.skip(ts.BLOCK + 1)
+    it = src.blocks(3 * ts.BLOCK, 0.5)
+    got.append(next(it)[1])
+    it.close()
+    first = got[-1].size  # a block: at most BLOCK (less if read-ahead words ran out first)
+    assert 1 <= first <= ts.BLOCK
+    got.append(src.keep(777, 0.9))
+    assert src.words_consumed == 2 * (3 + N_CHUNKED + 5 + 5001 + ts.BLOCK + 1 + first + 777)
+
+    ref = TorchMaskSource(-12345)
+    want = [ref.keep(3, 0.5), ref.keep(N_CHUNKED, 0.2), ref.words(10), ref.keep(5001, 1 / 3)]
+    ref.skip(ts.BLOCK + 1)
+    want += [ref.keep(first, 0.5), ref.keep(777, 0.9)]
+    for k, (g, w) in enumerate(zip(got, want, strict=True)):
+        assert np.array_equal(g, w), f"piece {k} differs with readahead={readahead}"
+
+
+@pytest.mark.parametrize("count", [-2, 3])
+def test_words_come_in_pairs(count):
+    with pytest.raises(ValueError):
+        TorchMaskSource(0).words(count)
 
 
 def test_keep_zero_elements():
@@ -330,7 +360,9 @@ def test_memory_order_perm():
     assert ts.memory_order_perm(x) is None
     assert ts.memory_order_perm(np.asfortranarray(x)) == (2, 1, 0)
     assert ts.memory_order_perm(x.transpose(1, 2, 0)) == (2, 0, 1)
-    assert ts.memory_order_perm(x[:, ::2]) is None  # not dense: C order
+    assert ts.memory_order_perm(x[:, ::2]) is None  # not dense, but in C order
+    assert ts.memory_order_perm(np.asfortranarray(x)[:, ::2]) == (2, 1, 0)
     cl = np.zeros((2, 5, 6, 3)).transpose(0, 3, 1, 2)  # channels-last (N, C, H, W)
     assert ts.memory_order_perm(cl) == (0, 2, 3, 1)
-    assert ts.memory_order_perm(cl[:, :, :, ::2]) == (0, 2, 3, 1)  # suggest_memory_format
+    assert ts.memory_order_perm(cl[:, ::2]) == (0, 2, 3, 1)  # infer_dense_strides
+    assert ts.memory_order_perm(x[:, ::-1]) is None  # torch.from_numpy refuses: C order
