@@ -117,13 +117,22 @@ def apply(inputs, output, out_dir, suffix, inplace, force, p, seed, mode, varian
                 f.write(text.encode())
     if not quiet:
         for f in doc["files"]:
-            t = f["totals"]
-            click.echo(f"{escape_name(_shown(f['input']))} -> {escape_name(_shown(f['output'], out=True))}: "
-                       f"{t['processed']} tensor(s) processed, {t['skipped']} skipped, dropped "
-                       f"{t['dropped']}/{t['numel']} ({100 * t['drop_fraction']:.2f}%)"
-                       + (f", overflow {t['overflow']}" if t["overflow"] else ""), err=True)
+            click.echo(_summary(f), err=True)
         if doc["seed"] is not None:
             click.echo(f"seed {doc['seed']}, effective p {doc['effective_p']!r}", err=True)
+
+
+def _summary(f: dict) -> str:
+    """One human line per file: what was read, what was written, what was dropped."""
+    t = f["totals"]
+    line = (f"{escape_name(_shown(f['input']))} -> {escape_name(_shown(f['output'], out=True))}: "
+            f"{t['processed']} tensor(s) processed, {t['skipped']} skipped, dropped "
+            f"{t['dropped']}/{t['numel']} ({100 * t['drop_fraction']:.2f}%)")
+    if t["overflow"]:
+        line += f", overflow {t['overflow']}"
+    if f.get("copy") is not None:
+        line += f", copy {f['copy']} seed {f['seed']}"
+    return line
 
 
 def _shown(path: str, out: bool = False) -> str:

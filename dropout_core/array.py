@@ -50,8 +50,6 @@ def dropout(x: np.ndarray, p: float = 0.5, *, seed: int | None = None, file: str
     if x.dtype.hasobject:
         raise DropoutError("object arrays are not tensors; refused")
     if seed is None:
-        if params.rng == "torch" and torch_source is None and mask is None and not params.identity:
-            raise UsageError("rng='torch' needs an explicit seed (torch.manual_seed)")
         seed = new_seed() if torch_source is None else 0
     seed = check_seed(seed)
     if chunk_size < 1:

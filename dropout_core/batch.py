@@ -122,9 +122,7 @@ def apply_files(inputs: list[str], *, params: DropoutParams, seed: int | None = 
     plan, seed = plan_jobs(inputs, output=output, out_dir=out_dir, suffix=suffix,
                            inplace=inplace, repeat=repeat, seed=seed)
     if seed is None and opts.mask_in is None and not params.identity:
-        if params.rng == "torch":
-            raise UsageError("--rng torch needs an explicit --seed (torch.manual_seed)")
-        seed = new_seed()
+        seed = new_seed()  # reported in the stats, so the run can be repeated
     if opts.mask_out and len(plan) > 1:
         raise UsageError("--mask-out takes one input file")
     if out_dir is not None and not os.path.isdir(out_dir):

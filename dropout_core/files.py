@@ -16,9 +16,9 @@ from . import npy, safetensors_file
 from .array import check_seed, new_seed
 from .atomic import atomic_write, check_target
 from .engine import CHUNK, effective_p, run_tensor
+from .errors import DropoutError, UsageError, escape_name
 from .kernel import make_plan
 from .masks import mask_shape
-from .errors import DropoutError, UsageError, escape_name
 from .params import DropoutParams
 from .readers import open_tensor_file, output_format
 from .stats import TensorStats, totals
@@ -62,9 +62,10 @@ def apply_file(input: str, output: str | None = None, *, params: DropoutParams |
     overrides the file part of the stream key (default: the input's base name).
     Returns the file's statistics as a dict.
     """
-    params = params or DropoutParams(**kwargs)
-    if kwargs and params is not None and "p" in kwargs and params.p != kwargs["p"]:
-        raise UsageError("give params or keyword options, not both")
+    if params is None:
+        params = DropoutParams(**kwargs)
+    elif kwargs:
+        raise UsageError("give params= or keyword options (p=, mode=, ...), not both")
     if inplace:
         if input == "-":
             raise UsageError("--inplace needs a file, not stdin")

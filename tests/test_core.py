@@ -201,7 +201,8 @@ def test_share_axis_out_of_range_is_an_error():
         dropout(np.ones((3, 4), np.float32), 0.5, seed=1, share_axes=(2,))
 
 
-@pytest.mark.parametrize("shape,variant,p", [((10, 10), "element", 0.25), ((8, 6, 3), "channel", 0.5),
+@pytest.mark.parametrize("shape,variant,p", [((10, 10), "element", 0.25),
+                                             ((8, 6, 3), "channel", 0.5),
                                              ((7,), "element", 0.5)])
 def test_exact_count_drops_round_p_times_units(shape, variant, p):
     _, st = dropout(np.ones(shape, np.float32), p, seed=1, variant=variant, exact_count=True,
@@ -264,7 +265,8 @@ def test_complex64_is_scaled():
     assert set(np.unique(y).tolist()) <= {0j, 2 + 2j}
 
 
-@pytest.mark.parametrize("dtype,big", [(ml_dtypes.float8_e4m3fn, 400), (ml_dtypes.float8_e5m2, 40000)])
+@pytest.mark.parametrize("dtype,big", [(ml_dtypes.float8_e4m3fn, 400),
+                                       (ml_dtypes.float8_e5m2, 40000)])
 def test_float8_overflow_counted(dtype, big):
     x = np.full(256, big, np.float32).astype(dtype)
     _, st = dropout(x, 0.5, seed=1, return_stats=True)

@@ -132,7 +132,12 @@ def test_rng_torch_refuses_options_torch_has_not(tmp_path, run_cli):
         assert code == 2 and err.startswith("Error: "), extra
 
 
-def test_rng_torch_needs_a_seed(tmp_path, run_cli):
-    src = write_npy(tmp_path / "x.npy", np.ones(4, np.float32))
-    code, _, err = run_cli("apply", src, "-o", str(tmp_path / "y.npy"), "--rng", "torch")
-    assert code == 2 and "--seed" in err
+def test_rng_torch_without_seed_reports_one_that_repeats_the_run(tmp_path, run_cli):
+    src = write_npy(tmp_path / "x.npy", np.ones(1000, np.float32))
+    code, out, err = run_cli("apply", src, "-o", str(tmp_path / "a.npy"), "--rng", "torch",
+                             "--stats", "-", "-q")
+    assert code == 0, err
+    seed = json.loads(out)["seed"]
+    run_cli("apply", src, "-o", str(tmp_path / "b.npy"), "--rng", "torch", "--seed", str(seed),
+            "-q")
+    assert (tmp_path / "a.npy").read_bytes() == (tmp_path / "b.npy").read_bytes()
