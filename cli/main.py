@@ -7,6 +7,7 @@ import math
 import os
 import signal
 import sys
+import time
 
 import click
 
@@ -101,7 +102,7 @@ def apply(inputs, output, out_dir, suffix, inplace, force, p, seed, mode, varian
                                 exact_count=exact_count, rng=rng)
     opts = BatchOptions(force=force, tensors=tensors, exclude=exclude, mask_in=mask_in,
                         mask_out=mask_out, chunk_size=chunk_size)
-    progress = None if quiet or not sys.stderr.isatty() else _Progress(len(inputs) * repeat)
+    progress = None if quiet or not sys.stderr.isatty() else _Progress()
     doc = apply_files(list(inputs), params=params, seed=seed, output=output, out_dir=out_dir,
                       suffix=suffix, inplace=inplace, repeat=repeat, jobs=jobs, options=opts,
                       progress=progress)
@@ -140,18 +141,23 @@ def _shown(path: str, out: bool = False) -> str:
 
 
 class _Progress:
-    """A one-line progress count on stderr (only when stderr is a terminal)."""
+    """A progress bar on stderr, only for a terminal and only once the work is long (> 1 s)."""
 
-    def __init__(self, total: int) -> None:
-        self.total = total
+    def __init__(self, delay: float = 1.0, width: int = 30) -> None:
+        self.start, self.delay, self.width, self.shown = time.monotonic(), delay, width, False
 
     def __call__(self, done: int, total: int) -> None:
-        if total > 1:
-            sys.stderr.write(f"\r{done}/{total} files")
-            sys.stderr.flush()
+        if not total or time.monotonic() - self.start < self.delay:
+            return
+        frac = min(1.0, done / total)
+        fill = int(frac * self.width)
+        sys.stderr.write(f"\r[{'#' * fill}{'.' * (self.width - fill)}] {100 * frac:5.1f}% "
+                         f"{done / 2**20:,.0f}/{total / 2**20:,.0f} MiB")
+        sys.stderr.flush()
+        self.shown = True
 
     def close(self) -> None:
-        if self.total > 1:
+        if self.shown:
             sys.stderr.write("\n")
 
 

@@ -93,14 +93,22 @@ def plan_jobs(inputs: list[str], *, output: str | None = None, out_dir: str | No
     return jobs, seed
 
 
-def _run_job(job: Job, params: DropoutParams, opts: BatchOptions, seed: int | None) -> dict:
+def _size(path: str) -> int:
+    try:
+        return os.stat(path).st_size if path != "-" else 0
+    except OSError:
+        return 0
+
+
+def _run_job(job: Job, params: DropoutParams, opts: BatchOptions, seed: int | None,
+             progress: Callable[[int], None] | None = None) -> dict:
     s = job.seed
     if s is None and job.copy is not None and seed is not None:
         s = derive_repeat_seed(seed, job.copy)
     stats = apply_file(job.input, None if job.inplace else job.output, params=params, seed=s,
                        inplace=job.inplace, force=opts.force, tensors=opts.tensors,
                        exclude=opts.exclude, mask_in=opts.mask_in, mask_out=opts.mask_out,
-                       chunk_size=opts.chunk_size)
+                       chunk_size=opts.chunk_size, progress=progress)
     if job.copy is not None:
         stats["copy"] = job.copy
     return stats
@@ -112,6 +120,8 @@ def apply_files(inputs: list[str], *, params: DropoutParams, seed: int | None = 
                 options: BatchOptions | None = None,
                 progress: Callable[[int, int], None] | None = None) -> dict:
     """Apply dropout to every input; return one stats document for the whole run.
+
+    ``progress(done, total)`` is called in bytes as the work advances.
 
     Every input is checked (header and output target) before any output is
     written.  Results never depend on ``jobs``, on the order of the inputs or
@@ -143,19 +153,25 @@ def apply_files(inputs: list[str], *, params: DropoutParams, seed: int | None = 
             check_target(j.output, force=opts.force, inputs=[i for i in inputs])
     plan = [Job(j.input, j.output, j.seed if j.seed is not None else
                 (seed if j.copy is None else None), j.copy, j.inplace) for j in plan]
+    sizes = [_size(j.input) for j in plan]
+    total, done = sum(sizes), 0
     results: list[dict] = []
     if jobs > 1 and len(plan) > 1:
         with ProcessPoolExecutor(max_workers=jobs) as pool:
             futures = [pool.submit(_run_job, j, params, opts, seed) for j in plan]
-            for k, f in enumerate(futures):
+            for f, size in zip(futures, sizes, strict=True):
                 results.append(f.result())
+                done += size
                 if progress:
-                    progress(k + 1, len(plan))
+                    progress(done, total)
     else:
-        for k, j in enumerate(plan):
-            results.append(_run_job(j, params, opts, seed))
+        for j, size in zip(plan, sizes, strict=True):
+            hook = None if progress is None else \
+                (lambda n, _done=done: progress(min(total, _done + n), total))
+            results.append(_run_job(j, params, opts, seed, hook))
+            done += size
             if progress:
-                progress(k + 1, len(plan))
+                progress(done, total)
     doc = run_header(params, seed)
     doc["files"] = results
     doc["totals"] = _sum_totals(results)

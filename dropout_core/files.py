@@ -9,6 +9,7 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Callable
 
 import numpy as np
 
@@ -54,12 +55,14 @@ def apply_file(input: str, output: str | None = None, *, params: DropoutParams |
                seed: int | None = None, inplace: bool = False, force: bool = False,
                tensors: tuple[str, ...] = (), exclude: tuple[str, ...] = (),
                mask_in: str | None = None, mask_out: str | None = None,
-               chunk_size: int = CHUNK, key: str | None = None, **kwargs) -> dict:
+               chunk_size: int = CHUNK, key: str | None = None,
+               progress: Callable[[int], None] | None = None, **kwargs) -> dict:
     """Apply dropout to every chosen tensor of ``input`` and write ``output``.
 
     ``output`` "-" writes to stdout; ``inplace=True`` replaces ``input``.  Extra
     keyword arguments build the DropoutParams (p=, mode=, variant=, ...).  ``key``
     overrides the file part of the stream key (default: the input's base name).
+    ``progress`` is called with the number of tensor bytes written so far.
     Returns the file's statistics as a dict.
     """
     if params is None:
@@ -84,7 +87,7 @@ def apply_file(input: str, output: str | None = None, *, params: DropoutParams |
             check_target(output, force=force, inputs=[input])
         replay = _load_masks(mask_in, tf) if mask_in else None
         return _apply(tf, output, params, seed, inplace, tensors, exclude, replay, mask_out,
-                      chunk_size, key if key is not None else file_key(input))
+                      chunk_size, key if key is not None else file_key(input), progress)
     finally:
         tf.close()
 
@@ -134,7 +137,7 @@ def check_file(tf: TensorFile, params: DropoutParams, tensors: tuple[str, ...] =
 
 
 def _apply(tf: TensorFile, output: str, params: DropoutParams, seed: int | None, inplace: bool,
-           tensors, exclude, replay, mask_out, chunk, key) -> dict:
+           tensors, exclude, replay, mask_out, chunk, key, progress=None) -> dict:
     chosen = check_file(tf, params, tensors, exclude, replay)
     chosen_names = {t.name for t in chosen}
     out_header = _output_header(tf)
@@ -164,6 +167,8 @@ def _apply(tf: TensorFile, output: str, params: DropoutParams, seed: int | None,
 
                 def write(s, chunk, idx, _base=data_out, _t=t):
                     sink.write_at(_base + s * _t.dtype.itemsize, chunk)
+                    if progress:
+                        progress(_base - base_out + (s + chunk.size) * _t.dtype.itemsize)
 
                 mask_sink = mask_writer.sink_for(t) if mask_writer else None
                 st = run_tensor(shape=t.shape, dtype=t.dtype, read=reader, write=write,

@@ -182,3 +182,34 @@ def test_safetensors_channel_masks_use_tensor_names(tmp_path):
     y = load_tensors(str(tmp_path / "o.safetensors"))["a"]
     assert (y == dropout(np.ones((2, 3, 4), np.float32), 0.5, seed=1, file="m.safetensors",
                          tensor="a", variant="channel")).all()
+
+
+def test_progress_bar_draws_on_stderr_once_work_is_long(capsys):
+    from cli.main import _Progress
+
+    bar = _Progress(delay=0.0)
+    bar(50 * 2**20, 100 * 2**20)
+    bar.close()
+    err = capsys.readouterr()
+    assert "50.0%" in err.err and "[###" in err.err and err.out == ""
+    quiet = _Progress(delay=3600)
+    quiet(1, 2)
+    quiet.close()
+    assert capsys.readouterr().err == ""
+
+
+def test_no_progress_bar_when_stderr_is_not_a_terminal(samples, run_cli):
+    code, out, err = run_cli("apply", str(samples / "batch_nchw.npy"), "-o",
+                             str(samples / "o.npy"), "--seed", "1")
+    assert code == 0 and "[#" not in err and "%" in err  # the summary only
+
+
+def test_batch_progress_reports_bytes(samples):
+    calls = []
+    apply_files([str(samples / "batch_nchw.npy"), str(samples / "example_1x3x3.npy")],
+                params=DropoutParams(p=0.5), seed=1, out_dir=str(samples / "pp"),
+                progress=lambda d, t: calls.append((d, t)))
+    total = os.path.getsize(samples / "batch_nchw.npy") + os.path.getsize(
+        samples / "example_1x3x3.npy")
+    assert calls[-1] == (total, total)
+    assert all(a[0] <= b[0] for a, b in zip(calls, calls[1:], strict=False))
