@@ -1,0 +1,49 @@
+"""The README documents every command and option, and its examples stay true."""
+
+from __future__ import annotations
+
+import os
+import re
+
+import numpy as np
+import pytest
+
+from cli.main import cli
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+with open(os.path.join(ROOT, "README.md")) as _f:
+    README = _f.read()
+
+
+def _options():
+    for name, cmd in cli.commands.items():
+        for param in cmd.params:
+            for opt in param.opts + param.secondary_opts:
+                if opt.startswith("--"):
+                    yield name, opt
+
+
+@pytest.mark.parametrize("command,option", list(_options()))
+def test_every_option_is_in_the_readme(command, option):
+    assert re.search(re.escape(option) + r"\b", README), f"{command} {option} not in README.md"
+
+
+@pytest.mark.parametrize("command", list(cli.commands))
+def test_every_command_is_in_the_readme(command):
+    assert f"tensor-dropout {command}" in README
+
+
+def test_readme_example_output_is_what_the_tool_prints(tmp_path, run_cli):
+    out = tmp_path / "out.npy"
+    code, _, _ = run_cli("apply", os.path.join(ROOT, "samples", "example_1x3x3.npy"), "-o",
+                         str(out), "-p", "0.5", "--seed", "7", "-q")
+    assert code == 0
+    shown = re.search(r"\[\[\[ 2\..*?\]\]\]", README, re.S).group(0)
+    assert shown == str(np.load(out))
+
+
+def test_readme_set_up_commands_are_the_ci_commands():
+    with open(os.path.join(ROOT, ".ci", "run")) as f:
+        ci = f.read()
+    assert "pip install --quiet '.[test,dask]'" in ci and ".venv/bin/python -m pytest" in ci
+    assert ".venv/bin/pip install '.[test,dask]' && .venv/bin/python -m pytest" in README
