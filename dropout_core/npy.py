@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import struct
+import warnings
 
 import numpy as np
 
@@ -25,8 +26,10 @@ def _dtype_from_descr(descr: object, where: str) -> np.dtype:
     if not isinstance(descr, str):
         raise DropoutError(f"{where}: descr must be a dtype string, got {descr!r}")
     try:
-        dtype = np.dtype(descr)
-    except (TypeError, ValueError):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # deprecated aliases ('a') still parse
+            dtype = np.dtype(descr)
+    except Exception:  # np.dtype's string parser raises TypeError, ValueError, SyntaxError...
         raise DropoutError(f"{where}: unknown dtype {descr!r}") from None
     if dtype.hasobject:
         raise DropoutError(f"{where}: object arrays are refused (they would need unpickling)")
