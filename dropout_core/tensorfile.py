@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 import stat
 import sys
 import tempfile
@@ -129,11 +128,29 @@ def open_input(path: str) -> tuple[str, int, object]:
 
 
 def _spool(stream, shown: str) -> tuple[str, int, object]:
-    spool = tempfile.NamedTemporaryFile(prefix="tensor-dropout-stdin-", delete=True)
+    """Copy a stream into an anonymous temporary file (in TMPDIR); say which side failed."""
+    from .atomic import _reason
+
+    where = f"a temporary file in {escape_name(tempfile.gettempdir())}"
     try:
-        shutil.copyfileobj(stream, spool, 1 << 20)
-        spool.flush()
+        spool = tempfile.NamedTemporaryFile(prefix="tensor-dropout-stdin-", buffering=0)
     except OSError as e:
+        raise DropoutError(f"{shown}: cannot create {where} to hold the input: "
+                           f"{_reason(e)}") from None
+    try:
+        while True:
+            try:
+                block = stream.read(1 << 20)
+            except OSError as e:
+                raise DropoutError(f"{shown}: cannot read: {e.strerror}") from None
+            if not block:
+                break
+            try:
+                spool.write(block)
+            except OSError as e:
+                raise DropoutError(f"{shown}: cannot copy the input to {where}: "
+                                   f"{_reason(e)}") from None
+    except BaseException:
         spool.close()
-        raise DropoutError(f"{shown}: cannot read: {e.strerror}") from None
+        raise
     return spool.name, os.fstat(spool.fileno()).st_size, spool
