@@ -13,7 +13,7 @@ import numpy as np
 
 from .dtypes import dtype_label
 from .errors import DropoutError
-from .kernel import ValuePlan, apply_chunk, make_plan
+from .kernel import FusedKernel, ValuePlan, apply_chunk, make_plan
 from .masks import (
     MATERIALIZE_UNITS,
     ArrayUnits,
@@ -25,6 +25,7 @@ from .masks import (
     unit_source,
 )
 from .params import DropoutParams
+from .pipeline import overlapped, resolve_threads
 from .stats import TensorStats
 from .streams import effective_p as default_effective_p
 
@@ -66,13 +67,16 @@ def run_tensor(*, shape: tuple[int, ...], dtype: np.dtype, read: Reader, write: 
                params: DropoutParams, seed: int, file: str, tensor: str, where: str,
                sliced: bool = False, mask: np.ndarray | None = None, torch_source=None,
                memory_order: tuple | None = None, mask_sink: MaskSink | None = None,
-               chunk: int = CHUNK, plan: ValuePlan | None = None) -> TensorStats:
+               chunk: int = CHUNK, plan: ValuePlan | None = None,
+               threads: int | None = None) -> TensorStats:
     """Apply dropout to one tensor, chunk by chunk, and return its statistics.
 
     ``read`` must serve C-order chunks; ``sliced`` says it needs the slab index
     (a Fortran-order source), so chunks are hyperslabs.  ``mask`` is a replayed
     keep mask (bool, broadcastable); ``memory_order`` is the axis order of the
-    data in memory, which only the torch stream looks at.
+    data in memory, which only the torch stream looks at.  ``threads`` (default:
+    the usable cores) compute blocks in parallel and overlap ``read`` and
+    ``write`` with the compute; like ``chunk``, it never changes a result.
     """
     if params.identity:
         stats = TensorStats(tensor, dtype_label(dtype), shape, None)
@@ -100,18 +104,32 @@ def run_tensor(*, shape: tuple[int, ...], dtype: np.dtype, read: Reader, write: 
             stats.add_units(d)
             if mask_sink:
                 mask_sink(u0, d)
-    for s, e, idx in _chunks(shape, chunk, sliced or broadcast):
-        x = read(s, e, idx)
-        if broadcast:
-            drop = broadcast_drop(src, mshape, shape, idx)
-        else:
-            drop = src.drop(s, e)
-            stats.add_units(drop)
+    nthreads = resolve_threads(threads)
+    fused = None if broadcast else FusedKernel.make(src, plan, dtype)
+
+    def compute(s: int, e: int, idx, x: np.ndarray) -> np.ndarray:
+        if fused is not None:
+            out, overflow, drop = fused.apply(x, s, stats, nthreads, mask_sink is not None)
             if mask_sink:
                 mask_sink(s, drop)
-        out, overflow = apply_chunk(x, drop, plan)
+        else:
+            if broadcast:
+                drop = broadcast_drop(src, mshape, shape, idx)
+            else:
+                drop = src.drop(s, e)
+                stats.add_units(drop)
+                if mask_sink:
+                    mask_sink(s, drop)
+            out, overflow = apply_chunk(x, drop, plan)
         stats.overflow += overflow
-        write(s, out, idx)
+        return out
+
+    chunks = _chunks(shape, chunk, sliced or broadcast)
+    if nthreads > 1 and math.prod(shape) > chunk:
+        overlapped(chunks, read, write, compute)  # read ahead and write behind, on threads
+    else:
+        for s, e, idx in chunks:
+            write(s, compute(s, e, idx, read(s, e, idx)), idx)
     return stats
 
 

@@ -8,6 +8,7 @@ A dropped element is exactly the fill value, whatever the input held.
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -151,3 +152,218 @@ def apply_chunk(x: np.ndarray, drop: np.ndarray, plan: ValuePlan) -> tuple[np.nd
         else:
             out = torch_stream.torch_alpha_values(x, ~drop, plan.p)
     return out, _overflow(bad_in, out, drop)
+
+
+# ----------------------------------------------------------------------------- the fast path
+#
+# The default stream fused with the arithmetic and the statistics, block by block,
+# on threads.  It gives the bits, counts, digest and overflow of the path above
+# (tests/test_invariance.py and tests/test_stream_invariance.py pin that); it only
+# avoids the passes and temporaries, and spreads the blocks over the cores.
+
+BLOCK = 1 << 16  # units per block of arithmetic: its working set stays in the core's cache
+SEGMENT = 1 << 19  # units per task of a thread: keep bits drawn at once, then block by block
+_M32 = 1 << 32
+
+
+class FusedKernel:
+    """Drop decisions of a KeepStream applied to chunks in place, with their statistics.
+
+    ``mode`` says how values change:  "mul" (x * scale in the compute dtype),
+    "lut" (16- and 8-bit floats: a table of every bit pattern's scaled result),
+    "mask" (no arithmetic), "generic" (apply_chunk on each block).
+    """
+
+    def __init__(self, stream, p: float, plan: ValuePlan, dtype: np.dtype) -> None:
+        from .streams import threshold
+
+        self.key, self.tie_seed = stream.key, stream.tie_seed
+        self.t = threshold(p)
+        self.plan = plan
+        self.dtype = np.dtype(dtype)
+        self.mode = "generic"
+        size = self.dtype.itemsize
+        self.ity = np.dtype(f"i{size}") if size in (1, 2, 4, 8) else None
+        self.fill_bits = None
+        if plan.fill is not None and self.ity is not None and plan.fill.dtype == self.dtype:
+            self.fill_bits = self.ity.type(np.asarray(plan.fill).reshape(()).view(self.ity))
+        if plan.kind == "mask" and self.fill_bits is not None and self.dtype.kind != "O":
+            self.mode = "mask"
+        elif plan.kind == "scale" and self.fill_bits is not None:
+            if self.dtype == plan.cdtype and self.dtype.kind == "f" and size in (4, 8) \
+                    and self.dtype.isnative:
+                self.mode = "mul"
+            elif _is_ml_float(self.dtype, size) and (size == 1 or self.dtype.isnative):
+                self._make_table()
+                self.mode = "lut"
+
+    def _make_table(self) -> None:
+        """Every bit pattern's scaled value, computed exactly as apply_chunk computes it."""
+        uty = np.dtype(f"u{self.dtype.itemsize}")
+        pats = np.arange(1 << (8 * self.dtype.itemsize), dtype=np.uint64).astype(uty)
+        x = pats.view(self.dtype)
+        with np.errstate(all="ignore"):
+            out = (x.astype(self.plan.cdtype) * self.plan.scale).astype(self.dtype)
+        finite_in = np.isfinite(x.astype(np.float32))
+        finite_out = np.isfinite(out.astype(np.float32))
+        self.table = out.view(uty).copy()
+        self.overflows = finite_in & ~finite_out
+        self.uty = uty
+        # |x| (the bits without the sign) at and above which a finite input can overflow
+        sign = np.array(1 << (8 * self.dtype.itemsize - 1), dtype=uty)
+        mag = pats & ~sign
+        hit = mag[self.overflows]
+        self.abs_mask = (~sign).astype(uty)
+        self.overflow_from = int(hit.min()) if hit.size else None
+
+    @staticmethod
+    def make(src, plan: ValuePlan, dtype: np.dtype) -> FusedKernel | None:
+        """The fast path for this unit source and plan, or None to take the general one."""
+        from .masks import StreamUnits
+        from .streams import KeepStream
+
+        if type(src) is not StreamUnits or type(src.stream) is not KeepStream:
+            return None
+        if plan.kind not in ("mask", "scale", "alpha"):
+            return None
+        return FusedKernel(src.stream, src.p, plan, dtype)
+
+    # -- one chunk ------------------------------------------------------------------------
+
+    def apply(self, x: np.ndarray, start: int, stats, threads: int,
+              want_drop: bool = False) -> tuple[np.ndarray, int, np.ndarray | None]:
+        """Apply units ``[start, start + x.size)`` to flat ``x`` in place.
+
+        Updates ``stats`` (counts and digest, in order) and returns (x, overflow,
+        dropped or None).
+        """
+        from .pipeline import in_order
+
+        if not (x.flags.c_contiguous and x.flags.writeable):
+            x = np.ascontiguousarray(x).copy()
+        x = x.reshape(-1)
+        n = x.size
+        stop = start + n
+        pieces = max(threads if n >= 2 * BLOCK else 1, -(-n // SEGMENT))
+        per = -(-n // pieces)
+        cuts = [start]
+        for k in range(1, pieces):
+            c = (start + k * per + BLOCK - 1) // BLOCK * BLOCK
+            if cuts[-1] < c < stop:
+                cuts.append(c)
+        cuts.append(stop)
+        segs = [(x[a - start:b - start], a, b, want_drop) for a, b in zip(cuts, cuts[1:])]
+        overflow = 0
+        drops = [] if want_drop else None
+        digest = stats.digest
+        for a, b, packed, head, tail, kept, ovf, drop in in_order(segs, self._segment, threads):
+            stats.dropped_units += (b - a) - kept
+            overflow += ovf
+            if head is not None:
+                digest.update(~head)
+            if packed is not None:
+                digest.update_packed(packed)
+            if tail is not None:
+                digest.update(~tail)
+            if want_drop:
+                drops.append(drop)
+        return x, overflow, (np.concatenate(drops) if want_drop else None)
+
+    def _segment(self, job) -> tuple:
+        """Units [a, b) of a chunk (``xs`` holds them) on one thread: the keep bits of
+        the whole segment at once, then the values block by block, in cache."""
+        from .streams import keep_from_bytes, philox_words, stream_bytes
+
+        xs, a, b, want_drop = job
+        n = b - a
+        buf = _scratch(n)
+        keep = buf.keep[:n]
+        t = self.t
+        if 0 < t < _M32:
+            words = philox_words(self.key, a // 8, (b + 7) // 8 - a // 8)
+            keep_from_bytes(stream_bytes(words, a, b), a, t, self.tie_seed, keep)
+        else:
+            keep[...] = t <= 0
+        kept = int(np.count_nonzero(keep))
+        m8 = np.negative(keep.view(np.int8), out=buf.m8[:n])  # kept -> -1 (all ones), else 0
+        ovf = 0
+        with np.errstate(over="ignore", invalid="ignore"):
+            for s in range(0, n, BLOCK):
+                e = min(n, s + BLOCK)
+                ovf += self._values(xs[s:e], keep[s:e], m8[s:e], buf)
+        # the digest's bytes: whole bytes from the first multiple of 8 to the last
+        a8 = min(b, -(-a // 8) * 8)
+        b8 = max(a8, b // 8 * 8)
+        head = keep[:a8 - a].copy() if a8 > a else None
+        packed = np.packbits(keep[a8 - a:b8 - a], bitorder="little") if b8 > a8 else None
+        tail = keep[b8 - a:].copy() if b > b8 else None
+        drop = ~keep if want_drop else None
+        return a, b, packed, head, tail, kept, ovf, drop
+
+    def _values(self, xb: np.ndarray, keep: np.ndarray, m8: np.ndarray, buf) -> int:
+        """x -> output in place for one block; returns its overflow count."""
+        mode = self.mode
+        n = xb.size
+        if mode == "mask":
+            self._select(xb, xb, m8)
+            return 0
+        if mode == "mul":
+            sc = buf.values(self.dtype, n)
+            np.multiply(xb, self.plan.scale, out=sc)
+            hi, lo = np.maximum.reduce(sc), np.minimum.reduce(sc)
+            if np.isfinite(hi) and np.isfinite(lo):
+                # all finite: so was x (scale is finite), and nothing overflowed
+                self._select(sc, xb, m8)
+                return 0
+        elif mode == "lut":
+            bits = xb.view(self.uty)
+            ovf = 0
+            if self.overflow_from is not None:
+                mag = np.bitwise_and(bits, self.abs_mask, out=buf.values(self.uty, n))
+                if int(np.maximum.reduce(mag)) >= self.overflow_from:
+                    ovf = int(np.count_nonzero(np.take(self.overflows, bits) & keep))
+            looked = np.take(self.table, bits, out=buf.values(self.uty, n), mode="clip")
+            self._select(looked.view(self.dtype), xb, m8)
+            return ovf
+        # generic (and the rare block of "mul" with inf or nan): the reference arithmetic
+        out, ovf = apply_chunk(xb, ~keep, self.plan)
+        if out is not xb:
+            np.copyto(xb, out)
+        return ovf
+
+    def _select(self, val: np.ndarray, xb: np.ndarray, m8: np.ndarray) -> None:
+        """xb = val where kept (m8 == -1), the fill value where dropped: bit operations."""
+        ity = self.ity
+        out = xb.view(ity)
+        np.bitwise_and(val.view(ity), m8, out=out)
+        if self.fill_bits:
+            np.bitwise_or(out, np.bitwise_and(np.invert(m8), self.fill_bits), out=out)
+
+
+def _is_ml_float(dtype: np.dtype, size: int) -> bool:
+    from .dtypes import is_floating
+
+    return size in (1, 2) and is_floating(dtype) and dtype.kind != "c"
+
+
+class _Scratch:
+    """One thread's work arrays, reused segment after segment."""
+
+    def __init__(self, n: int) -> None:
+        self.size = n
+        self.keep = np.empty(n, dtype=bool)
+        self.m8 = np.empty(n, dtype=np.int8)
+        self._raw = np.empty(BLOCK * 8, dtype=np.uint8)
+
+    def values(self, dtype: np.dtype, n: int) -> np.ndarray:
+        return self._raw[:n * np.dtype(dtype).itemsize].view(dtype)
+
+
+_tls = threading.local()
+
+
+def _scratch(n: int) -> _Scratch:
+    buf = getattr(_tls, "buf", None)
+    if buf is None or buf.size < n:
+        buf = _tls.buf = _Scratch(max(n, SEGMENT))
+    return buf

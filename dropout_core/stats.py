@@ -28,6 +28,19 @@ class MaskDigest:
         self._h.update(np.packbits(keep[:whole], bitorder="little").tobytes())
         self._carry = keep[whole:].copy()
 
+    def update_packed(self, packed: np.ndarray) -> None:
+        """Whole bytes of keep bits (little bit order), at a byte boundary of the mask.
+
+        The fast path packs on worker threads; this only hashes, in order.
+        """
+        if self._carry.size:
+            raise ValueError("update_packed needs a byte boundary; use update")
+        self._h.update(packed)
+
+    @property
+    def at_byte_boundary(self) -> bool:
+        return not self._carry.size
+
     def hexdigest(self) -> str:
         h = self._h.copy()
         if self._carry.size:

@@ -116,6 +116,36 @@ def philox_bytes(key: int, start: int, stop: int) -> np.ndarray:
     return data[off : off + (stop - start)]
 
 
+def stream_bytes(words: np.ndarray, start: int, stop: int) -> np.ndarray:
+    """Bytes ``[start, stop)`` of the stream, from the words ``start // 8`` onwards."""
+    off = start % 8
+    return words.view(np.uint8)[off:off + (stop - start)]
+
+
+def keep_from_bytes(b: np.ndarray, start: int, t: int, tie_seed: int,
+                    out: np.ndarray) -> np.ndarray:
+    """Keep decisions (bool, into ``out``) of units ``start ..`` from their stream bytes ``b``.
+
+    The complement of ``KeepStream.drop``: kept iff ``b > t_hi``, or ``b == t_hi``
+    and the tie's SplitMix64 draw ``>> 40`` is at least ``t_lo``.
+    """
+    if t <= 0:
+        out[...] = True
+        return out
+    if t >= 1 << 32:
+        out[...] = False
+        return out
+    t_hi, t_lo = t >> 24, t & 0xFFFFFF
+    if not t_lo:  # a tie draws >= 0: always kept
+        return np.greater_equal(b, t_hi, out=out)
+    np.greater(b, t_hi, out=out)
+    ties = np.flatnonzero(b == t_hi)
+    if ties.size:
+        r = splitmix64(tie_seed, ties + start) >> np.uint64(40)
+        out[ties[r >= np.uint64(t_lo)]] = True
+    return out
+
+
 class KeepStream:
     """The default stream for one tensor: drop decisions by unit index.
 
@@ -137,15 +167,9 @@ class KeepStream:
             return np.zeros(n, dtype=bool)
         if t >= 1 << 32:
             return np.ones(n, dtype=bool)
-        t_hi, t_lo = t >> 24, t & 0xFFFFFF
-        b = philox_bytes(self.key, start, stop)
-        dropped = b < t_hi
-        if t_lo:
-            ties = np.flatnonzero(b == t_hi)
-            if ties.size:
-                r = splitmix64(self.tie_seed, ties + start) >> np.uint64(40)
-                dropped[ties[r < np.uint64(t_lo)]] = True
-        return dropped
+        keep = keep_from_bytes(philox_bytes(self.key, start, stop), start, t, self.tie_seed,
+                               np.empty(n, dtype=bool))
+        return np.logical_not(keep, out=keep)
 
 
 class ExactCountStream:

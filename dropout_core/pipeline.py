@@ -1,0 +1,192 @@
+"""Threads: a compute pool for the kernel, and reading and writing that overlap the compute.
+
+NumPy and ``os.preadv``/``os.pwrite`` release the GIL, so on a machine with two
+or more cores a chunk can be read, another computed and a third written at the
+same time.  Nothing here decides a bit of the output: every element's result
+depends only on (seed, key, index), and the statistics are gathered in order.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+MAX_THREADS = 8
+QUEUE_DEPTH = 2  # chunks read ahead of the compute, and chunks waiting to be written
+
+
+def default_threads() -> int:
+    """Compute threads when none are asked for: the usable cores, at most MAX_THREADS."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        n = os.cpu_count() or 1
+    return max(1, min(MAX_THREADS, n))
+
+
+def resolve_threads(threads: int | None) -> int:
+    if threads is None:
+        return default_threads()
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        from .errors import UsageError
+
+        raise UsageError(f"threads must be a positive integer, got {threads!r}")
+    return threads
+
+
+_pool: ThreadPoolExecutor | None = None
+_pool_size = 0
+_pool_lock = threading.Lock()
+
+
+def pool(workers: int) -> ThreadPoolExecutor:
+    """A shared pool with at least ``workers`` threads (made on first use, kept)."""
+    global _pool, _pool_size
+    with _pool_lock:
+        if _pool is None or _pool_size < workers:
+            old = _pool
+            _pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tensor-dropout")
+            _pool_size = workers
+            if old is not None:
+                old.shutdown(wait=False)
+        return _pool
+
+
+_DONE = object()
+
+
+class _Stage(threading.Thread):
+    """A thread that feeds or drains a bounded queue and keeps its first error."""
+
+    def __init__(self, target: Callable[[], None], name: str) -> None:
+        super().__init__(name=name, daemon=True)
+        self._target_fn = target
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self._target_fn()
+        except BaseException as e:  # handed to the main thread, raised there
+            self.error = e
+
+
+def overlapped(chunks: Iterable, read: Callable, write: Callable, compute: Callable,
+               depth: int = QUEUE_DEPTH) -> None:
+    """For each chunk ``(s, e, idx)``: ``write(s, compute(s, e, idx, read(s, e, idx)), idx)``.
+
+    Reading runs ahead on one thread and writing trails on another, each at most
+    ``depth`` chunks away; ``compute`` runs on the calling thread, in order.  The
+    first error of any stage is raised here, after both threads have stopped, so
+    nothing is written once this returns or raises.
+    """
+    inq: queue.Queue = queue.Queue(depth)
+    outq: queue.Queue = queue.Queue(depth)
+    stop = threading.Event()
+
+    def put(q: queue.Queue, item) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def reader() -> None:
+        try:
+            for s, e, idx in chunks:
+                if stop.is_set() or not put(inq, (s, e, idx, read(s, e, idx))):
+                    return
+        finally:
+            put(inq, _DONE)
+
+    def writer() -> None:
+        while True:
+            item = outq.get()
+            if item is _DONE:
+                return
+            if stop.is_set():
+                continue
+            s, out, idx = item
+            try:
+                write(s, out, idx)
+            except BaseException:
+                stop.set()
+                raise
+
+    rt, wt = _Stage(reader, "tensor-dropout-read"), _Stage(writer, "tensor-dropout-write")
+    rt.start()
+    wt.start()
+    error: BaseException | None = None
+    try:
+        while True:
+            item = _get(inq, rt)
+            if item is _DONE:
+                break
+            if wt.error is not None:
+                break
+            s, e, idx, x = item
+            out = compute(s, e, idx, x)
+            if not _put_out(outq, (s, out, idx), wt):
+                break
+    except BaseException as e:
+        error = e
+    finally:
+        if error is not None or wt.error is not None or rt.error is not None:
+            stop.set()  # abandon: the writer drops what is queued, the reader stops
+        _drain(inq)
+        outq.put(_DONE) if wt.is_alive() else None
+        rt.join()
+        wt.join()
+    for err in (error, rt.error, wt.error):
+        if err is not None:
+            raise err
+
+
+def _get(q: queue.Queue, producer: _Stage):
+    while True:
+        try:
+            return q.get(timeout=0.05)
+        except queue.Empty:
+            if not producer.is_alive() and q.empty():
+                return _DONE
+
+
+def _put_out(q: queue.Queue, item, consumer: _Stage) -> bool:
+    while consumer.is_alive():
+        try:
+            q.put(item, timeout=0.05)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+def _drain(q: queue.Queue) -> None:
+    try:
+        while True:
+            q.get_nowait()
+    except queue.Empty:
+        pass
+
+
+def in_order(items: Iterable, fn: Callable, threads: int) -> Iterator:
+    """``map(fn, items)`` on the shared pool, results in order (serial when threads == 1)."""
+    items = list(items)
+    if threads <= 1 or len(items) <= 1:
+        for it in items:
+            yield fn(it)
+        return
+    futures = [pool(threads).submit(fn, it) for it in items]
+    try:
+        for f in futures:
+            yield f.result()
+    finally:
+        for f in futures:
+            f.cancel()
+        for f in futures:
+            if not f.cancelled():
+                f.exception()  # wait: no worker may touch the buffers after we return
