@@ -6,7 +6,7 @@ import secrets
 
 import numpy as np
 
-from .engine import CHUNK, memory_perm, run_tensor
+from .engine import CHUNK, run_tensor
 from .errors import DropoutError, UsageError
 from .params import DropoutParams
 
@@ -79,7 +79,11 @@ def dropout(x: np.ndarray, p: float = 0.5, *, seed: int | None = None, file: str
             view = out[idx]
             view[...] = chunk.reshape(view.shape)
 
-    perm = memory_perm(x.strides, shape, x.itemsize) if not c_contig else None
+    perm = None
+    if params.rng == "torch" and not params.identity:
+        from .torch_stream import memory_order_perm
+
+        perm = memory_order_perm(x)  # torch walks memory (or stride) order, not C order
     stats = run_tensor(shape=shape, dtype=x.dtype, read=read, write=write, params=params,
                        seed=seed, file=file, tensor=tensor, where=_where(file, tensor),
                        sliced=flat is None or out_flat is None, mask=mask,

@@ -48,21 +48,6 @@ def effective_p(params: DropoutParams) -> float:
     return default_effective_p(params.p)
 
 
-def memory_perm(strides: tuple[int, ...], shape: tuple[int, ...], itemsize: int) -> tuple | None:
-    """Axis order in which a dense, non-C-contiguous array lies in memory (None: C order)."""
-    if len(shape) < 2 or math.prod(shape) <= 1:
-        return None
-    axes = [k for k in range(len(shape)) if shape[k] > 1]
-    order = sorted(range(len(shape)), key=lambda k: (-abs(strides[k]) if shape[k] > 1 else 0))
-    expect = itemsize
-    for k in reversed([k for k in order if k in axes]):
-        if strides[k] != expect:
-            return None
-        expect *= shape[k]
-    perm = tuple(order)
-    return None if perm == tuple(range(len(shape))) else perm
-
-
 def run_tensor(*, shape: tuple[int, ...], dtype: np.dtype, read: Reader, write: Writer,
                params: DropoutParams, seed: int, file: str, tensor: str, where: str,
                sliced: bool = False, mask: np.ndarray | None = None, torch_source=None,

@@ -21,6 +21,7 @@ from .errors import DropoutError, UsageError, escape_name
 from .kernel import make_plan
 from .masks import mask_shape
 from .params import DropoutParams
+from .pipeline import BufferPool
 from .readers import open_tensor_file, output_format
 from .stats import TensorStats, totals
 from .tensorfile import TensorFile, TensorInfo, read_exact
@@ -145,9 +146,10 @@ def _apply(tf: TensorFile, output: str, params: DropoutParams, seed: int | None,
     if params.rng == "torch" and not params.identity and replay is None:
         from .torch_stream import TorchMaskSource
 
-        torch_source = TorchMaskSource(seed)
+        torch_source = TorchMaskSource(seed, readahead=chunk)  # overlaps words with I/O
     mask_writer = _MaskWriter(mask_out, tf, chosen, params, replay) if mask_out else None
     results: dict[str, dict] = {}
+    buffers = BufferPool()  # chunk buffers, reused from tensor to tensor
     sink_ctx = _open_sink(output, tf, inplace)
     with sink_ctx as sink, (mask_writer or contextlib.nullcontext()):
         with open(tf.real_path, "rb") as src:
@@ -163,10 +165,11 @@ def _apply(tf: TensorFile, output: str, params: DropoutParams, seed: int | None,
                     st.status = "skipped"
                     results[t.name] = st.as_dict()
                     continue
-                reader, sliced = _reader(fd, tf, t)
+                reader, sliced = _reader(fd, tf, t, buffers)
 
                 def write(s, chunk, idx, _base=data_out, _t=t):
                     sink.write_at(_base + s * _t.dtype.itemsize, chunk)
+                    buffers.give(chunk)
                     if progress:
                         progress(_base - base_out + (s + chunk.size) * _t.dtype.itemsize)
 
@@ -208,7 +211,7 @@ def _output_header(tf: TensorFile) -> bytes:
     return npy.header_bytes(t.dtype, t.shape)
 
 
-def _reader(fd: int, tf: TensorFile, t: TensorInfo):
+def _reader(fd: int, tf: TensorFile, t: TensorInfo, buffers: BufferPool | None = None):
     if t.fortran_order:
         mm = np.memmap(tf.real_path, dtype=t.dtype, mode="r", offset=t.offset,
                        shape=t.shape, order="F")
@@ -219,7 +222,7 @@ def _reader(fd: int, tf: TensorFile, t: TensorInfo):
         return read_f, True
 
     def read_c(s, e, idx):
-        buf = np.empty(e - s, dtype=t.dtype)
+        buf = buffers.take(e - s, t.dtype) if buffers else np.empty(e - s, dtype=t.dtype)
         read_exact(fd, t.offset + s * t.dtype.itemsize, buf)
         return buf
 
@@ -238,9 +241,12 @@ def _copy_bytes(fd: int, offset: int, nbytes: int, sink, out_offset: int) -> Non
 class _Sink:
     """Positioned writes into an open file."""
 
+    KICK = 32 << 20  # bytes written between two starts of writeback
+
     def __init__(self, f) -> None:
         self.f = f
         self.fd = f.fileno()
+        self._lo, self._hi = None, 0
 
     def write_at(self, pos: int, data) -> None:
         view = memoryview(np.ascontiguousarray(data).reshape(-1).view(np.uint8)) \
@@ -248,6 +254,20 @@ class _Sink:
         done = 0
         while done < len(view):
             done += os.pwrite(self.fd, view[done:], pos + done)
+        self._lo = pos if self._lo is None else min(self._lo, pos)
+        self._hi = max(self._hi, pos + done)
+        if self._hi - self._lo >= self.KICK:
+            self._start_writeback()
+
+    def _start_writeback(self) -> None:
+        # Start writing the dirty pages to disk now, without waiting, so that the
+        # final fsync finds little left to do (on Linux, DONTNEED starts the
+        # writeback of dirty pages and only drops pages that are already clean).
+        if hasattr(os, "posix_fadvise"):
+            with contextlib.suppress(OSError):
+                os.posix_fadvise(self.fd, self._lo, self._hi - self._lo,
+                                 os.POSIX_FADV_DONTNEED)
+        self._lo, self._hi = None, 0
 
 
 @contextlib.contextmanager

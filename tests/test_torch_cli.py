@@ -142,3 +142,28 @@ def test_rng_torch_without_seed_reports_one_that_repeats_the_run(tmp_path, run_c
     run_cli("apply", src, "-o", str(tmp_path / "b.npy"), "--rng", "torch", "--seed", str(seed),
             "-q")
     assert (tmp_path / "a.npy").read_bytes() == (tmp_path / "b.npy").read_bytes()
+
+
+def call_input(call: dict) -> np.ndarray:
+    """The input exactly as torch saw it: Fortran, transposed or sliced views included."""
+    a = load(call, "input")
+    if call["fortran"]:
+        a = np.asfortranarray(a)
+    if call["transpose"] is not None:
+        a = a.transpose(call["transpose"])
+    if call.get("slices") is not None:
+        a = a[tuple(slice(*s) for s in call["slices"])]
+    return a
+
+
+API = [c for c in CASES if len(c["calls"]) == 1 and c["calls"][0]["training"]]
+
+
+@pytest.mark.parametrize("chunk", [1 << 20, 1031])
+@pytest.mark.parametrize("case", API, ids=[c["id"] for c in API])
+def test_python_api_rng_torch_matches_torch_for_any_layout(case, chunk):
+    call = case["calls"][0]
+    x = call_input(call)
+    y = dropout(x, call["p"], seed=case["seed"], rng="torch", variant=VARIANT[call["function"]],
+                channel_axis=channel_axis(call), chunk_size=chunk)
+    assert same_bits(y, load(call, "output").reshape(y.shape)), case["id"]
