@@ -22,6 +22,15 @@ def check_seed(seed: object) -> int:
     return int(seed)
 
 
+def torch_source_for(seed: int, readahead: int = 0):
+    """torch.manual_seed(seed)'s stream; a seed torch would refuse is a usage error."""
+    from .torch_stream import TorchMaskSource
+
+    if not -(2**63) <= seed < 2**64:
+        raise UsageError(f"seed {seed} is outside torch.manual_seed's range [-2**63, 2**64)")
+    return TorchMaskSource(seed, readahead=readahead)
+
+
 def dropout(x: np.ndarray, p: float = 0.5, *, seed: int | None = None, file: str = "",
             tensor: str = "", mode: str = "train", inplace: bool = False,
             variant: str = "element", scale: bool = True, fill: float | None = None,
@@ -57,9 +66,7 @@ def dropout(x: np.ndarray, p: float = 0.5, *, seed: int | None = None, file: str
     if inplace and not x.flags.writeable:
         raise DropoutError("inplace=True needs a writeable array")
     if params.rng == "torch" and torch_source is None and not params.identity and mask is None:
-        from .torch_stream import TorchMaskSource
-
-        torch_source = TorchMaskSource(seed)
+        torch_source = torch_source_for(seed)
     shape = x.shape
     c_contig = x.flags.c_contiguous
     flat = x.reshape(-1) if c_contig else None

@@ -14,7 +14,7 @@ from collections.abc import Callable
 import numpy as np
 
 from . import npy, safetensors_file
-from .array import check_seed, new_seed
+from .array import check_seed, new_seed, torch_source_for
 from .atomic import atomic_write, check_target
 from .engine import CHUNK, effective_p, run_tensor
 from .errors import DropoutError, UsageError, escape_name
@@ -144,9 +144,7 @@ def _apply(tf: TensorFile, output: str, params: DropoutParams, seed: int | None,
     out_header = _output_header(tf)
     torch_source = None
     if params.rng == "torch" and not params.identity and replay is None:
-        from .torch_stream import TorchMaskSource
-
-        torch_source = TorchMaskSource(seed, readahead=chunk)  # overlaps words with I/O
+        torch_source = torch_source_for(seed, readahead=chunk)  # overlaps words with I/O
     mask_writer = _MaskWriter(mask_out, tf, chosen, params, replay) if mask_out else None
     results: dict[str, dict] = {}
     buffers = BufferPool()  # chunk buffers, reused from tensor to tensor

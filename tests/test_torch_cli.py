@@ -167,3 +167,11 @@ def test_python_api_rng_torch_matches_torch_for_any_layout(case, chunk):
     y = dropout(x, call["p"], seed=case["seed"], rng="torch", variant=VARIANT[call["function"]],
                 channel_axis=channel_axis(call), chunk_size=chunk)
     assert same_bits(y, load(call, "output").reshape(y.shape)), case["id"]
+
+
+@pytest.mark.parametrize("seed", [str(2**64), str(-(2**63) - 1)])
+def test_seed_outside_torchs_range_is_a_usage_error(tmp_path, run_cli, seed):
+    src = write_npy(tmp_path / "x.npy", np.ones(4, np.float32))
+    code, _, err = run_cli("apply", src, "-o", str(tmp_path / "y.npy"), "--rng", "torch",
+                           "--seed", seed)
+    assert code == 2 and "manual_seed" in err and not (tmp_path / "y.npy").exists()
