@@ -27,15 +27,62 @@ def resolve_target(path: str) -> str:
     return os.path.realpath(path) if os.path.islink(path) else path
 
 
+_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a FIFO"),
+          (stat.S_ISSOCK, "a socket"))
+
+
+def _not_regular(real: str) -> str | None:
+    """What ``real`` is when it exists and is no regular file ("a FIFO"), else None."""
+    try:
+        mode = os.stat(real).st_mode
+    except OSError:
+        return None
+    if stat.S_ISREG(mode):
+        return None
+    return next((kind for test, kind in _KINDS if test(mode)), "not a regular file")
+
+
+def _fd_alias(path: str) -> bool:
+    """True for /dev/stdout, /dev/fd/N, /proc/self/fd/N and links to them.
+
+    Following such a link lands on whatever the shell redirected (a pipe, a
+    terminal, someone's file): never a file to replace.
+    """
+    p = os.path.abspath(path)
+    for _ in range(40):
+        if p.startswith(("/proc/", "/dev/fd/", "/dev/std")):
+            return True
+        if not os.path.islink(p):
+            return False
+        p = os.path.normpath(os.path.join(os.path.dirname(p), os.readlink(p)))
+    return False
+
+
+def _refuse_special(path: str, shown: str) -> None:
+    if _fd_alias(path):
+        raise DropoutError(f"{shown}: is a file-descriptor alias, not a file; write to stdout "
+                           "with '-' instead")
+    kind = _not_regular(resolve_target(path))
+    if kind:
+        raise DropoutError(f"{shown}: is {kind}, not a regular file; it cannot be replaced "
+                           "(to stream, write to stdout with '-')")
+
+
 def check_target(path: str, *, force: bool, inputs: list[str] = ()) -> None:
-    """Refuse an output that exists (without force), is an input, or has no directory."""
+    """Refuse an output that exists (without force), is an input, or has no directory.
+
+    Devices, FIFOs and sockets are refused too: replacing /dev/null with a
+    regular file is what a careless writer does as root.
+    """
     shown = escape_name(path)
     real = resolve_target(path)
     parent = os.path.dirname(os.path.abspath(real)) or "."
-    if not os.path.isdir(parent):
-        raise DropoutError(f"{shown}: output directory {escape_name(parent)} does not exist")
     if os.path.isdir(real):
         raise DropoutError(f"{shown}: output is a directory")
+    _refuse_special(path, shown)
+    if not os.path.isdir(parent):
+        raise DropoutError(f"{shown}: output directory {escape_name(parent)} does not exist")
     if os.path.exists(real):
         for src in inputs:
             if src != "-" and os.path.exists(src) and os.path.samefile(src, real):
@@ -56,6 +103,7 @@ def atomic_write(path: str, *, mode_from: str | None = None) -> Iterator[BinaryI
     real = resolve_target(path)
     tmp = temp_name(real)
     shown = escape_name(path)
+    _refuse_special(path, shown)  # never replace a device, a pipe or a redirected stream
     try:
         st = os.stat(mode_from or real)
         mode, owner = stat.S_IMODE(st.st_mode), (st.st_uid, st.st_gid)
@@ -66,7 +114,8 @@ def atomic_write(path: str, *, mode_from: str | None = None) -> Iterator[BinaryI
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
     except OSError as e:
-        raise DropoutError(f"{shown}: cannot create a file in its directory: {e.strerror}") from None
+        raise DropoutError(f"{shown}: cannot create a file in its directory: "
+                           f"{e.strerror}") from None
     f = os.fdopen(fd, "wb", buffering=0)
     try:
         yield f

@@ -101,7 +101,7 @@ def open_input(path: str) -> tuple[str, int, object]:
     """Check an input path and return (path to read, size, spool or None).
 
     stdin and FIFOs are copied into an anonymous temporary file first, so that
-    every reader can check sizes and seek.
+    every reader can check sizes and seek.  Devices are refused.
     """
     if path == "-":
         return _spool(sys.stdin.buffer, "<stdin>")
@@ -114,7 +114,10 @@ def open_input(path: str) -> tuple[str, int, object]:
         raise DropoutError(f"{shown}: cannot read: {e.strerror}") from None
     if stat.S_ISDIR(st.st_mode):
         raise DropoutError(f"{shown}: is a directory, not a tensor file")
-    if stat.S_ISFIFO(st.st_mode) or stat.S_ISCHR(st.st_mode):
+    if stat.S_ISCHR(st.st_mode):  # /dev/zero would be spooled until the disk is full
+        raise DropoutError(f"{shown}: is a character device, not a tensor file (use - to read "
+                           "stdin)")
+    if stat.S_ISFIFO(st.st_mode):
         try:
             with open(path, "rb") as f:
                 return _spool(f, shown)

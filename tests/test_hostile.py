@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 import stat
 import threading
 import time
@@ -119,6 +120,8 @@ def _special(tmp_path: Path, kind: str) -> tuple[Path, str]:
     if kind == "dangling-symlink":
         p.symlink_to(tmp_path / "gone.npy")
         return p, r"no such file"
+    if kind == "dev-null":
+        return Path("/dev/null"), r"is a character device, not a tensor file"
     if kind in ("fifo-garbage", "fifo-empty", "fifo-truncated"):
         os.mkfifo(p)
         payload = {"fifo-garbage": b"\x00garbage" * 100, "fifo-empty": b"",
@@ -135,7 +138,7 @@ def _special(tmp_path: Path, kind: str) -> tuple[Path, str]:
 
 
 SPECIAL = ["empty-file", "directory", "missing-file", "dangling-symlink", "fifo-garbage",
-           "fifo-empty", "fifo-truncated"]
+           "fifo-empty", "fifo-truncated", "dev-null"]
 
 
 @pytest.mark.parametrize("how", ["apply-o", "inspect"])
@@ -146,6 +149,20 @@ def test_special_input_is_refused_cleanly(tmp_path: Path, kind: str, how: str):
     run = run_cli(HOW[how](src, tmp_path / "out.npy"))
     _check_refusal(run, str(src), Case(kind, b"", problem))
     assert listing(tmp_path) == files
+
+
+def _limit_64mb() -> None:
+    resource.setrlimit(resource.RLIMIT_FSIZE, (64 << 20, 64 << 20))
+
+
+def test_endless_device_is_refused_not_spooled(tmp_path: Path):
+    # /dev/zero never ends: copying it "like stdin" would fill the disk.  A real process,
+    # with a file-size limit and a timeout, so that a regression fails instead of hanging.
+    proc = run_tool(["inspect", "/dev/zero"], preexec_fn=_limit_64mb, timeout=30)
+    line = one_error_line(proc.stderr.decode())
+    assert proc.returncode == 1
+    assert line == "Error: /dev/zero: is a character device, not a tensor file (use - to read " \
+                   "stdin)"
 
 
 @pytest.mark.parametrize("how", ["apply-o", "inspect"])
