@@ -214,6 +214,10 @@ CASES: list[Case] = [
     Case("npy-header-huge-int-literal",
          npy_header("{'descr': '<f4', 'fortran_order': False, 'shape': (" + "9" * 5000 + ",), }"),
          r"not a valid Python literal"),
+    Case("npy-header-unary-minus-chain", npy_header("-" * 500_000 + "1", (2, 0)),
+         r"not a valid Python literal"),
+    Case("npy-header-addition-chain", npy_header("1" + "+1" * 100_000, (2, 0)),
+         r"not a valid Python literal"),
     Case("npy-v3-header-not-utf8", npy_header(b"{'descr': '\xff\xfe', }", (3, 0)),
          r"not a valid Python literal"),
     # ---- .npy dtypes

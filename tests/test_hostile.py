@@ -9,10 +9,12 @@ temporary file, and the input's bytes unchanged.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import resource
 import stat
+import struct
 import threading
 import time
 import tracemalloc
@@ -22,13 +24,18 @@ import pytest
 from corpus import (
     CASES,
     Case,
+    f32,
     listing,
+    npy_dict,
+    npy_header,
     obey_permissions,
     one_error_line,
     run_cli,
     run_tool,
     valid_npy,
 )
+
+from dropout_core import npy, safetensors_file
 
 HOW = {
     "apply-o": lambda p, out: ["apply", str(p), "-o", str(out), "-p", "0.5", "--seed", "1"],
@@ -179,3 +186,42 @@ def test_unreadable_file_is_refused_cleanly(tmp_path: Path, how: str):
     assert line == f"Error: {src}: cannot read: permission denied"
     assert listing(tmp_path) == files
     assert stat.S_IMODE(src.stat().st_mode) == 0
+
+
+# ---- the documented limits hold exactly where the documentation says
+
+def _npy_with_header_of(hlen: int) -> bytes:
+    text = b"{'descr': '<f4', 'fortran_order': False, 'shape': (2,), }"
+    body = text + b" " * (hlen - len(text) - 1) + b"\n"
+    return b"\x93NUMPY\x02\x00" + struct.pack("<I", hlen) + body + f32(1, 2)
+
+
+def _safetensors_with_header_of(n: int) -> bytes:
+    raw = json.dumps({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}).encode()
+    return struct.pack("<Q", n) + raw + b" " * (n - len(raw)) + f32(1, 2)
+
+
+LIMITS = {
+    "npy-header-at-limit": (lambda: _npy_with_header_of(npy.MAX_HEADER), None),
+    "npy-header-over-limit": (lambda: _npy_with_header_of(npy.MAX_HEADER + 1),
+                              r"header of 1048577 bytes exceeds the limit of 1048576"),
+    "safetensors-header-at-limit": (lambda: _safetensors_with_header_of(100_000_000), None),
+    "safetensors-header-over-limit": (lambda: _safetensors_with_header_of(100_000_001),
+                                      r"header of 100000001 bytes exceeds the limit of "
+                                      r"100000000"),
+    "npy-64-dimensions": (lambda: npy_header(npy_dict(shape=(1,) * 64)) + f32(1), None),
+    "npy-65-dimensions": (lambda: npy_header(npy_dict(shape=(1,) * 65)) + f32(1),
+                          r"shape has 65 dimensions, more than 64"),
+}
+
+
+@pytest.mark.parametrize(("make", "refusal"), LIMITS.values(), ids=LIMITS.keys())
+def test_limits_are_where_the_documentation_says(tmp_path: Path, make, refusal):
+    assert npy.MAX_HEADER == 1 << 20 and safetensors_file.MAX_HEADER == 100_000_000
+    src = tmp_path / "in.bin"
+    src.write_bytes(make())
+    run = run_cli(["inspect", str(src)])
+    if refusal is None:
+        assert run.code == 0, run.err
+    else:
+        _check_refusal(run, str(src), Case("limit", b"", refusal))
