@@ -79,6 +79,9 @@ def cli() -> None:
               help="Make N augmented copies of each input, in --out-dir.")
 @click.option("-j", "--jobs", type=click.IntRange(min=1), default=1, show_default=True,
               help="Process files in N parallel processes (same results).")
+@click.option("--dask-scheduler", metavar="ADDRESS",
+              help="Process the files on this running Dask scheduler, e.g. tcp://host:8786 "
+                   "(same results; needs the dask extra and files the workers can see).")
 @click.option("--chunk-size", type=click.IntRange(min=1), default=1 << 20, show_default=True,
               help="Elements per chunk: memory use only, never the result.")
 @click.option("--stats", "stats_path", metavar="PATH",
@@ -86,7 +89,7 @@ def cli() -> None:
 @click.option("-q", "--quiet", is_flag=True, help="No summary or progress on stderr.")
 def apply(inputs, output, out_dir, suffix, inplace, force, p, seed, mode, variant,
           channel_axis, share_axes, exact_count, scale, fill, rng, mask_in, mask_out, tensors,
-          exclude, repeat, jobs, chunk_size, stats_path, quiet) -> None:
+          exclude, repeat, jobs, chunk_size, stats_path, quiet, dask_scheduler) -> None:
     """Apply dropout to each INPUT (.npy or .safetensors; - reads stdin).
 
     \b
@@ -105,7 +108,7 @@ def apply(inputs, output, out_dir, suffix, inplace, force, p, seed, mode, varian
     progress = None if quiet or not sys.stderr.isatty() else _Progress()
     doc = apply_files(list(inputs), params=params, seed=seed, output=output, out_dir=out_dir,
                       suffix=suffix, inplace=inplace, repeat=repeat, jobs=jobs, options=opts,
-                      progress=progress)
+                      progress=progress, dask_scheduler=dask_scheduler)
     if progress:
         progress.close()
     if stats_path:

@@ -13,6 +13,7 @@ __version__ = "0.1.0"
 from .array import dropout, new_seed
 from .engine import effective_p
 from .atomic import atomic_text
+from .dask_backend import dropout_dask, map_files  # imports dask only when called
 from .errors import DropoutError, UsageError
 from .files import apply_file, file_key, inspect_file, load_tensors, run_header
 from .params import ALPHA_PRIME, DropoutParams
@@ -29,10 +30,12 @@ __all__ = [
     "atomic_text",
     "derive_repeat_seed",
     "dropout",
+    "dropout_dask",
     "effective_p",
     "file_key",
     "inspect_file",
     "load_tensors",
+    "map_files",
     "new_seed",
     "run_header",
     "threshold",

@@ -118,7 +118,8 @@ def apply_files(inputs: list[str], *, params: DropoutParams, seed: int | None = 
                 output: str | None = None, out_dir: str | None = None, suffix: str = "",
                 inplace: bool = False, repeat: int = 1, jobs: int = 1,
                 options: BatchOptions | None = None,
-                progress: Callable[[int, int], None] | None = None) -> dict:
+                progress: Callable[[int, int], None] | None = None,
+                dask_scheduler=None) -> dict:
     """Apply dropout to every input; return one stats document for the whole run.
 
     ``progress(done, total)`` is called in bytes as the work advances.
@@ -126,9 +127,14 @@ def apply_files(inputs: list[str], *, params: DropoutParams, seed: int | None = 
     Every input is checked (header and output target) before any output is
     written.  Results never depend on ``jobs``, on the order of the inputs or
     on which other files share the run: each tensor's stream is keyed by the
-    seed, the file's base name and the tensor's name.
+    seed, the file's base name and the tensor's name.  ``dask_scheduler`` (an
+    address or a ``distributed.Client``) runs the files on a Dask cluster
+    instead: see ``dask_backend.run_jobs``.
     """
     opts = options or BatchOptions()
+    if dask_scheduler is not None and jobs > 1:
+        raise UsageError("give --jobs or --dask-scheduler, not both: the cluster's workers "
+                         "decide the parallelism")
     plan, seed = plan_jobs(inputs, output=output, out_dir=out_dir, suffix=suffix,
                            inplace=inplace, repeat=repeat, seed=seed)
     if seed is None and opts.mask_in is None and not params.identity:
@@ -156,7 +162,11 @@ def apply_files(inputs: list[str], *, params: DropoutParams, seed: int | None = 
     sizes = [_size(j.input) for j in plan]
     total, done = sum(sizes), 0
     results: list[dict] = []
-    if jobs > 1 and len(plan) > 1:
+    if dask_scheduler is not None:
+        from .dask_backend import run_jobs
+
+        results = run_jobs(plan, params, opts, seed, dask_scheduler, progress)
+    elif jobs > 1 and len(plan) > 1:
         with ProcessPoolExecutor(max_workers=jobs) as pool:
             futures = [pool.submit(_run_job, j, params, opts, seed) for j in plan]
             for f, size in zip(futures, sizes, strict=True):

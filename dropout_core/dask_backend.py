@@ -1,0 +1,315 @@
+"""Dropout on a Dask cluster: the same bits as one process, for big arrays and many files.
+
+Needs the optional extra (``pip install 'tensor-dropout[dask]'``); dask is
+imported inside the functions, so ``import dropout_core`` never needs it.
+
+* ``dropout_dask(arr, p, seed=..., file=..., tensor=...)``: a dask array whose
+  blocks each compute their own part of ``dropout(arr.compute(), ...)`` from
+  their position (the default stream is counter based), with any chunking.
+* ``map_files(paths, client, out_dir=..., params=..., seed=...)``: the file
+  API over a cluster (distributed futures) or a dask.bag; each output is the
+  file the CLI writes, and the stats are one document, as ``apply_files`` returns.
+"""
+
+from __future__ import annotations
+
+import operator
+import os
+from collections.abc import Callable
+
+import numpy as np
+
+from .array import check_seed, new_seed
+from .batch import BatchOptions, Job, _run_job, _size, apply_files
+from .blocks import TensorPlan, dropout_block_counted, mask_stats, plan_tensor
+from .engine import CHUNK, _replayed
+from .errors import DropoutError, UsageError, escape_name
+from .params import DropoutParams
+
+CONNECT_TIMEOUT = 10.0  # seconds to reach a scheduler, and to wait for its first worker
+TIMEOUT_ENV = "TENSOR_DROPOUT_DASK_TIMEOUT"  # overrides CONNECT_TIMEOUT (seconds)
+EXTRA = "pip install 'tensor-dropout[dask]' (or: pip install 'dask[array]' distributed)"
+
+
+def _need(module: str):
+    """Import a part of dask, or say which extra to install."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise DropoutError(f"this needs the optional Dask extra ({e.name} is not installed): "
+                           f"{EXTRA}") from None
+
+
+# --------------------------------------------------------------------------- arrays
+
+
+def dropout_dask(arr, p: float = 0.5, *, seed: int | None = None, file: str = "",
+                 tensor: str = "", mode: str = "train", inplace: bool = False,
+                 variant: str = "element", scale: bool = True, fill: float | None = None,
+                 channel_axis: int = 1, share_axes: tuple[int, ...] = (),
+                 exact_count: bool = False, rng: str = "default", mask: np.ndarray | None = None,
+                 chunk_size: int = CHUNK, return_stats: bool = False,
+                 params: DropoutParams | None = None, torch_source=None):
+    """``dropout`` for a dask array: a lazy array with the same bits, for any chunking.
+
+    Every block computes its own part from its position, so no block waits on
+    another.  The options are ``dropout``'s; ``chunk_size`` bounds the work
+    inside one block.  ``return_stats=True`` returns ``(array, stats)`` where
+    ``stats`` is a ``dask.delayed`` dict equal to what ``dropout(...,
+    return_stats=True)`` reports; compute both together
+    (``dask.compute(y, stats)``) so the blocks run once.
+
+    ``exact_count`` finds its global threshold here, once, while building the
+    graph (two passes over the mask's keys, no data); the blocks only compare
+    against it.  ``rng="torch"`` is refused whenever it would draw: torch's
+    stream is serial.
+
+    >>> import dask.array as da, numpy as np
+    >>> from dropout_core import dropout
+    >>> x = np.arange(1.0, 101.0).reshape(10, 10)
+    >>> y = dropout_dask(da.from_array(x, chunks=(3, 7)), 0.3, seed=5, file="x.npy")
+    >>> bool((y.compute() == dropout(x, 0.3, seed=5, file="x.npy")).all())
+    True
+    """
+    da = _need("dask.array")
+    if params is None:
+        params = DropoutParams(p=p, mode=mode, variant=variant, scale=scale, fill=fill,
+                               channel_axis=channel_axis, share_axes=tuple(share_axes),
+                               exact_count=exact_count, rng=rng)
+    if not isinstance(arr, da.Array):
+        raise DropoutError(f"arr must be a dask.array.Array, got {type(arr).__name__}; "
+                           "use dropout() for NumPy arrays")
+    if arr.dtype.hasobject:
+        raise DropoutError("object arrays are not tensors; refused")
+    if inplace:
+        raise UsageError("dask arrays are immutable: inplace=True is not available; use the "
+                         "returned array (e.g. store it with .to_zarr or da.store)")
+    if torch_source is not None:
+        raise UsageError("torch_source is a serial stream and cannot be shared by Dask blocks")
+    if any(c != c for c in arr.shape):  # NaN: unknown chunk sizes
+        raise UsageError("the array's chunk sizes are unknown, so blocks cannot know their "
+                         "position; call arr.compute_chunk_sizes() first")
+    if chunk_size < 1:
+        raise UsageError(f"chunk_size must be positive, got {chunk_size}")
+    if seed is None:
+        if params.rng == "torch" and mask is None and not params.identity:
+            raise UsageError("rng='torch' needs an explicit seed (torch.manual_seed)")
+        seed = new_seed()
+    seed = check_seed(seed)
+    mask_np = None if mask is None else np.asarray(mask)
+    tp = plan_tensor(arr.shape, arr.dtype, params, seed, file, tensor, mask=mask_np)
+    if tp.mask_shape is None:  # eval or p = 0: the input, bit for bit (dask arrays never change)
+        return (arr, _delayed_stats(tp, None, 0)) if return_stats else arr
+    from dask.base import tokenize
+
+    token = tokenize(arr.name, repr(params), seed, file, tensor, chunk_size,
+                     None if mask_np is None else tokenize(mask_np))
+    meta = np.empty((0,) * arr.ndim, dtype=arr.dtype)
+    args: list = [arr]
+    if mask_np is not None:
+        args.append(_mask_blocks(da, mask_np, tp, arr.chunks))
+    if not return_stats:
+        return da.map_blocks(_block, *args, tp=tp, chunk_size=chunk_size,
+                             name=f"dropout-{token}", dtype=arr.dtype, meta=meta)
+    # One task per block yields (output, overflow); two views of it share the work.
+    pairs = da.map_blocks(_block_pair, *args, tp=tp, chunk_size=chunk_size,
+                          name=f"dropout-pair-{token}", dtype=arr.dtype, meta=meta)
+    out = pairs.map_blocks(operator.itemgetter(0), name=f"dropout-{token}", dtype=arr.dtype,
+                           meta=meta)
+    ones = tuple((1,) * len(c) for c in arr.chunks)
+    over = pairs.map_blocks(_overflow_of, ndim=arr.ndim, chunks=ones, dtype=np.int64,
+                            name=f"dropout-overflow-{token}",
+                            meta=np.empty((0,) * arr.ndim, dtype=np.int64))
+    return out, _delayed_stats(tp, mask_np, over.sum())
+
+
+def _location(block_info) -> tuple[slice, ...]:
+    return tuple(slice(a, b) for a, b in block_info[0]["array-location"])
+
+
+def _block(x, dropped=None, *, tp: TensorPlan, chunk_size: int, block_info=None):
+    return _block_pair(x, dropped, tp=tp, chunk_size=chunk_size, block_info=block_info)[0]
+
+
+def _block_pair(x, dropped=None, *, tp: TensorPlan, chunk_size: int, block_info=None):
+    return dropout_block_counted(x, _location(block_info), tp.shape, tp.params, tp.seed, tp.file,
+                                 tp.tensor, plan=tp, dropped=dropped, chunk_size=chunk_size)
+
+
+def _overflow_of(pair, ndim: int) -> np.ndarray:
+    return np.full((1,) * ndim, pair[1], dtype=np.int64)
+
+
+def _mask_blocks(da, mask: np.ndarray, tp: TensorPlan, chunks):
+    """A replayed mask as drop decisions, broadcast to the array's own chunks."""
+    _, units = _replayed(mask, tp.shape, tp.where)
+    dropped = units.dropped.reshape(tp.mask_shape)
+    mchunks = tuple(c if m > 1 else (1,) for c, m in zip(chunks, tp.mask_shape, strict=True))
+    return da.broadcast_to(da.from_array(dropped, chunks=mchunks), tp.shape, chunks=chunks)
+
+
+def _delayed_stats(tp: TensorPlan, mask, overflow):
+    dask = _need("dask")
+    counts = dask.delayed(mask_stats, pure=True)(tp, mask)  # runs beside the blocks
+    return dask.delayed(_with_overflow, pure=True)(counts, overflow)
+
+
+def _with_overflow(stats: dict, overflow) -> dict:
+    if stats["mask_digest"] is not None:
+        stats = dict(stats, overflow=int(overflow))
+    return stats
+
+
+# --------------------------------------------------------------------------- many files
+
+
+class _Bag:
+    """Run the jobs as a dask.bag on dask's current scheduler (no client given)."""
+
+
+def map_files(paths, client=None, *, params: DropoutParams | None = None,
+              seed: int | None = None, output: str | None = None, out_dir: str | None = None,
+              suffix: str = "", inplace: bool = False, repeat: int = 1,
+              options: BatchOptions | None = None,
+              progress: Callable[[int, int], None] | None = None, **kwargs) -> dict:
+    """``apply_files`` over Dask: each file is one task; returns the run's one stats document.
+
+    ``paths`` is a list of paths or a dask.bag of them.  ``client`` is a
+    ``distributed.Client``, a scheduler address, or None for a dask.bag on
+    dask's current scheduler.  Output names, ``--repeat`` seeds and every
+    check are ``apply_files``' own, and each output is byte for byte the file
+    the CLI writes for it.  Workers must see the paths (a shared file system);
+    relative paths are resolved here, and reported as given.  Keyword
+    options build the DropoutParams (p=, variant=, ...).
+
+    >>> doc = map_files(["a.npy", "b.npy"], client, out_dir="out", p=0.3, seed=7)  # doctest: +SKIP
+    """
+    params = params or DropoutParams(**kwargs)
+    if hasattr(paths, "__dask_graph__"):
+        paths = paths.compute()
+    return apply_files(list(paths), params=params, seed=seed, output=output, out_dir=out_dir,
+                       suffix=suffix, inplace=inplace, repeat=repeat, options=options,
+                       progress=progress, dask_scheduler=_Bag() if client is None else client)
+
+
+def run_jobs(plan: list[Job], params: DropoutParams, opts: BatchOptions, seed: int | None,
+             scheduler, progress: Callable[[int, int], None] | None = None) -> list[dict]:
+    """Run planned jobs on Dask, one task per output; results in plan order.
+
+    ``scheduler``: an address (connect, run, disconnect), a ``distributed.Client``,
+    or ``_Bag()`` for a dask.bag.  Called by ``apply_files(dask_scheduler=...)``.
+    """
+    for j in plan:
+        if j.input == "-" or j.output == "-":
+            raise UsageError("Dask workers cannot read stdin or write stdout (-); give file "
+                             "paths, or run without --dask-scheduler")
+    from . import __version__
+
+    tasks = [_portable(j, opts) for j in plan]
+    sizes = [_size(j.input) for j in plan]  # progress counts bytes, as apply_files does
+    if isinstance(scheduler, _Bag):
+        bag = _need("dask.bag")
+        results = bag.from_sequence(tasks, npartitions=max(1, len(tasks))).map(
+            _remote_job, params=params, seed=seed, version=__version__).compute()
+        if progress:
+            progress(sum(sizes), sum(sizes))
+        return list(results)
+    client, owned = _connect(scheduler)
+    try:
+        return _run_futures(client, tasks, sizes, params, seed, __version__, progress)
+    finally:
+        if owned:
+            client.close()
+
+
+def _portable(job: Job, opts: BatchOptions) -> tuple[Job, BatchOptions, str, str | None]:
+    """The job with absolute paths (a worker's working directory is its own)."""
+    def absolute(p):
+        return None if p is None else os.path.abspath(p)
+
+    remote = Job(absolute(job.input), absolute(job.output), job.seed, job.copy, job.inplace)
+    ropts = BatchOptions(force=opts.force, tensors=opts.tensors, exclude=opts.exclude,
+                         mask_in=absolute(opts.mask_in), mask_out=absolute(opts.mask_out),
+                         chunk_size=opts.chunk_size, extra=opts.extra)
+    return remote, ropts, job.input, job.output
+
+
+def _remote_job(task, params: DropoutParams, seed: int | None, version: str) -> dict:
+    """One file, on a worker: apply_files' own job, reported under the paths as given."""
+    from . import __version__
+
+    if version != __version__:
+        raise DropoutError(f"this Dask worker runs tensor-dropout {__version__}, the client "
+                           f"{version}; install the same version everywhere")
+    job, opts, shown_in, shown_out = task
+    stats = _run_job(job, params, opts, seed)
+    stats["input"] = shown_in
+    stats["output"] = shown_out
+    return stats
+
+
+def _connect(scheduler):
+    """A Client for an address (owned: closed after the run), or the Client given."""
+    distributed = _need("distributed")
+    if isinstance(scheduler, distributed.Client):
+        return scheduler, False
+    if not isinstance(scheduler, str):
+        raise UsageError(f"dask_scheduler must be an address or a distributed.Client, got "
+                         f"{type(scheduler).__name__}")
+    from distributed.comm import resolve_address
+
+    shown = escape_name(scheduler)
+    timeout = _timeout()
+    try:  # before Client(): a Client that fails on a bad address hangs in its finalizer
+        resolve_address(scheduler)
+    except ValueError as e:
+        raise UsageError(f"bad Dask scheduler address {shown}: {e} (expected e.g. "
+                         "tcp://host:8786)") from None
+    except OSError as e:
+        raise DropoutError(f"cannot reach the Dask scheduler at {shown}: "
+                           f"{e.strerror or e}") from None
+    try:
+        client = distributed.Client(scheduler, timeout=timeout, set_as_default=False)
+    except (OSError, TimeoutError) as e:
+        raise DropoutError(f"cannot reach the Dask scheduler at {shown} within {timeout:g} s "
+                           f"({e})") from None
+    try:
+        client.wait_for_workers(1, timeout=timeout)
+    except (OSError, TimeoutError):
+        client.close()
+        raise DropoutError(f"the Dask scheduler at {shown} has no workers (waited {timeout:g} "
+                           f"s); start some with: dask worker {shown}") from None
+    return client, True
+
+
+def _timeout() -> float:
+    text = os.environ.get(TIMEOUT_ENV)
+    if not text:
+        return CONNECT_TIMEOUT
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0:
+        raise UsageError(f"{TIMEOUT_ENV} must be a number of seconds above 0, got {text!r}")
+    return value
+
+
+def _run_futures(client, tasks, sizes, params, seed, version, progress) -> list[dict]:
+    distributed = _need("distributed")
+    futures = client.map(_remote_job, tasks, params=params, seed=seed, version=version,
+                         pure=False)
+    size_of = {f.key: n for f, n in zip(futures, sizes, strict=True)}
+    try:
+        if progress:
+            done, total = 0, sum(sizes)
+            for f in distributed.as_completed(futures):
+                done += size_of[f.key]
+                progress(done, total)
+        return client.gather(futures)
+    except distributed.KilledWorker as e:
+        raise DropoutError(f"a Dask worker died while processing a file ({e})") from None
+    finally:
+        client.cancel([f for f in futures if not f.done()])
