@@ -38,7 +38,7 @@ def _dtype_from_descr(descr: object, where: str) -> np.dtype:
         (dtype.kind == "c" and dtype.itemsize in (8, 16))
     if not ok or dtype.fields or dtype.subdtype:
         hint = ""
-        if dtype.kind == "V":
+        if dtype.kind == "V" and not dtype.fields and not dtype.subdtype:  # raw bytes
             hint = " (bfloat16 and float8 arrays saved by NumPy lose their dtype; use .safetensors)"
         raise DropoutError(f"{where}: unsupported dtype {descr!r}{hint}")
     return dtype

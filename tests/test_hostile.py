@@ -225,3 +225,9 @@ def test_limits_are_where_the_documentation_says(tmp_path: Path, make, refusal):
         assert run.code == 0, run.err
     else:
         _check_refusal(run, str(src), Case("limit", b"", refusal))
+
+
+def test_every_case_is_in_the_documented_table():
+    doc = (Path(__file__).parent.parent / "docs" / "hostile-inputs.md").read_text()
+    missing = [c.id for c in CASES if f"| `{c.id}` |" not in doc]
+    assert not missing, f"add these cases to the table in docs/hostile-inputs.md: {missing}"
