@@ -161,7 +161,8 @@ def apply_chunk(x: np.ndarray, drop: np.ndarray, plan: ValuePlan) -> tuple[np.nd
 # (tests/test_invariance.py and tests/test_stream_invariance.py pin that); it only
 # avoids the passes and temporaries, and spreads the blocks over the cores.
 
-BLOCK = 1 << 16  # units per block of arithmetic: its working set stays in the core's cache
+BLOCK = 1 << 17  # units per block of arithmetic: small enough for the cache, big enough
+# that each NumPy call outlasts the hand-over of the GIL between the threads
 SEGMENT = 1 << 19  # units per task of a thread: keep bits drawn at once, then block by block
 _M32 = 1 << 32
 
@@ -272,7 +273,7 @@ class FusedKernel:
     def _segment(self, job) -> tuple:
         """Units [a, b) of a chunk (``xs`` holds them) on one thread: the keep bits of
         the whole segment at once, then the values block by block, in cache."""
-        from .streams import keep_from_bytes, philox_words, stream_bytes
+        from .streams import WordCursor, splitmix64, stream_bytes
 
         xs, a, b, want_drop = job
         n = b - a
@@ -280,8 +281,28 @@ class FusedKernel:
         keep = buf.keep[:n]
         t = self.t
         if 0 < t < _M32:
-            words = philox_words(self.key, a // 8, (b + 7) // 8 - a // 8)
-            keep_from_bytes(stream_bytes(words, a, b), a, t, self.tie_seed, keep)
+            # Block by block: the words of a block (64 KiB) come and go through the
+            # allocator's warm memory; the ties of the whole segment are refined at once.
+            t_hi, t_lo = t >> 24, t & 0xFFFFFF
+            cursor = WordCursor(self.key, a // 8)
+            ties = []
+            s = a
+            while s < b:
+                e = min(b, (s // BLOCK + 1) * BLOCK)
+                bb = stream_bytes(cursor.take((e + 7) // 8 - s // 8), s, e)
+                kb = keep[s - a:e - a]
+                if t_lo:
+                    np.greater(bb, t_hi, out=kb)
+                    tb = np.flatnonzero(np.equal(bb, t_hi, out=buf.eq[:e - s]))
+                    if tb.size:
+                        ties.append(tb + (s - a))
+                else:  # a tie's draw is >= 0: always kept
+                    np.greater_equal(bb, t_hi, out=kb)
+                s = e
+            if ties:
+                tie = np.concatenate(ties) if len(ties) > 1 else ties[0]
+                r = splitmix64(self.tie_seed, tie + a) >> np.uint64(40)
+                keep[tie[r >= np.uint64(t_lo)]] = True
         else:
             keep[...] = t <= 0
         kept = int(np.count_nonzero(keep))
@@ -353,6 +374,7 @@ class _Scratch:
         self.size = n
         self.keep = np.empty(n, dtype=bool)
         self.m8 = np.empty(n, dtype=np.int8)
+        self.eq = np.empty(BLOCK, dtype=bool)
         self._raw = np.empty(BLOCK * 8, dtype=np.uint8)
 
     def values(self, dtype: np.dtype, n: int) -> np.ndarray:
@@ -364,6 +386,6 @@ _tls = threading.local()
 
 def _scratch(n: int) -> _Scratch:
     buf = getattr(_tls, "buf", None)
-    if buf is None or buf.size < n:
+    if buf is None or buf.size < n or buf.eq.size < BLOCK:
         buf = _tls.buf = _Scratch(max(n, SEGMENT))
     return buf

@@ -11,8 +11,11 @@ from __future__ import annotations
 import os
 import queue
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
 
 MAX_THREADS = 8
 QUEUE_DEPTH = 2  # chunks read ahead of the compute, and chunks waiting to be written
@@ -63,6 +66,40 @@ def _forget_pool() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_pool)
+
+class BufferPool:
+    """Chunk buffers used again and again: fresh memory for every chunk costs page
+    faults (and, in a virtual machine, the host's too) that can outweigh the copy.
+
+    ``take`` hands out a buffer; ``give`` returns one when its chunk is written.
+    Arrays that are not from the pool are ignored, and a buffer never returned
+    is simply garbage-collected, so the pool holds at most ``keep`` idle buffers.
+    """
+
+    def __init__(self, keep: int = 2 * QUEUE_DEPTH + 4) -> None:
+        self.keep = keep
+        self._free: queue.SimpleQueue = queue.SimpleQueue()
+        self._ours: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+
+    def take(self, n: int, dtype) -> np.ndarray:
+        dtype = np.dtype(dtype)
+        need = n * dtype.itemsize
+        while True:
+            try:
+                raw = self._free.get_nowait()
+            except queue.Empty:
+                raw = np.empty(need, dtype=np.uint8)
+                self._ours[id(raw)] = raw
+                break
+            if raw.size >= need:
+                break
+        return raw[:need].view(dtype)
+
+    def give(self, arr) -> None:
+        raw = arr.base if isinstance(arr, np.ndarray) and arr.base is not None else arr
+        if self._ours.get(id(raw)) is raw and self._free.qsize() < self.keep:
+            self._free.put(raw)
+
 
 _DONE = object()
 

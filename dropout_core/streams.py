@@ -116,6 +116,35 @@ def philox_bytes(key: int, start: int, stop: int) -> np.ndarray:
     return data[off : off + (stop - start)]
 
 
+class WordCursor:
+    """Words of one key's stream, read in order from word ``first`` on.
+
+    ``take(a)`` then ``take(b)`` equals ``philox_words(key, first, a + b)``.  One
+    generator is keyed for many small draws: small arrays come back from the
+    allocator warm, where one big draw would fault in fresh pages every time.
+    """
+
+    __slots__ = ("take",)
+
+    def __init__(self, key: int, first: int) -> None:
+        bitgen = np.random.Philox(key=key, counter=first // 4)
+        if _FAST_WORDS:
+            integers = np.random.Generator(bitgen).integers
+
+            def take(n: int) -> np.ndarray:
+                return integers(0, 2**64, size=n, dtype=np.uint64)
+        else:
+            take = bitgen.random_raw
+        if first % 4:
+            take(first % 4)
+        if not _LITTLE:
+            raw = take
+
+            def take(n: int) -> np.ndarray:
+                return raw(n).byteswap()
+        self.take = take
+
+
 def stream_bytes(words: np.ndarray, start: int, stop: int) -> np.ndarray:
     """Bytes ``[start, stop)`` of the stream, from the words ``start // 8`` onwards."""
     off = start % 8
