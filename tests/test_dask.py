@@ -146,8 +146,9 @@ def test_library_imports_without_dask():
 def cluster():
     distributed = pytest.importorskip("distributed")
     pytest.importorskip("dask.array")
+    # Port 0 everywhere: another run of the suite on this machine may hold 8787.
     with distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
-                                  dashboard_address=None) as c:
+                                  dashboard_address=":0") as c:
         yield c
 
 
