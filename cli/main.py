@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -12,6 +13,7 @@ import time
 import click
 
 import dropout_core as core
+from dropout_core.atomic import remove_temporaries
 from dropout_core.batch import BatchOptions, apply_files
 from dropout_core.errors import escape_name
 from dropout_core.params import MODES, RNGS, VARIANTS
@@ -189,16 +191,40 @@ def inspect(files, as_json) -> None:
             click.echo(line)
 
 
+def _terminate(signum: int, frame) -> None:
+    # Ctrl-C, kill, a closed terminal: remove our temporary files and go, at once.
+    # (Raising here instead could land inside a worker thread's lock and break it.)
+    remove_temporaries()
+    name = signal.Signals(signum).name
+    text = "interrupted" if name == "SIGINT" else f"terminated by {name}"
+    with contextlib.suppress(OSError):
+        os.write(2, f"Error: {text}\n".encode())
+    os._exit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: one line 'Error: ...' on stderr for every failure, never a traceback."""
-    if hasattr(signal, "SIGXFSZ"):
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a file-size limit becomes EFBIG
+    handlers = {"SIGXFSZ": signal.SIG_IGN,  # a file-size limit becomes EFBIG, not a kill
+                "SIGINT": _terminate, "SIGTERM": _terminate, "SIGHUP": _terminate}
+    saved = {}
+    for name, handler in handlers.items():
+        if hasattr(signal, name):
+            with contextlib.suppress(ValueError):  # not the main thread: leave them be
+                saved[name] = signal.signal(getattr(signal, name), handler)
+    try:
+        _run(argv)
+    finally:
+        for name, handler in saved.items():  # in-process callers (tests) get theirs back
+            signal.signal(getattr(signal, name), handler)
+
+
+def _run(argv: list[str] | None) -> None:
     try:
         cli.main(args=argv, prog_name="tensor-dropout", standalone_mode=False)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
-    except click.exceptions.Abort:
-        _fail("aborted", 1)
+    except click.exceptions.Abort:  # click turns KeyboardInterrupt into Abort
+        _fail("interrupted", 130)
     except click.UsageError as e:
         _fail(e.format_message(), 2)
     except click.ClickException as e:

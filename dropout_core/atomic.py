@@ -14,6 +14,18 @@ from typing import BinaryIO
 from .errors import DropoutError, escape_name
 
 TEMP_MARK = ".tensor-dropout-tmp-"  # users find leftovers with: ls -a | grep tensor-dropout-tmp
+_LIVE: set[str] = set()  # temporary files being written now, for remove_temporaries()
+
+
+def remove_temporaries() -> None:
+    """Unlink every temporary file this process is writing.
+
+    For a signal handler that is about to ``os._exit``: unwinding with an
+    exception from a signal handler can break locks held by worker threads.
+    """
+    for path in list(_LIVE):
+        with contextlib.suppress(OSError):
+            os.unlink(path)
 
 
 def temp_name(target: str) -> str:
@@ -111,9 +123,11 @@ def atomic_write(path: str, *, mode_from: str | None = None) -> Iterator[BinaryI
         umask = os.umask(0)
         os.umask(umask)
         mode, owner = 0o666 & ~umask, None
+    _LIVE.add(tmp)  # before it exists: a signal between open and add would leak it
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
     except OSError as e:
+        _LIVE.discard(tmp)
         raise DropoutError(f"{shown}: cannot create a file in its directory: "
                            f"{e.strerror}") from None
     f = os.fdopen(fd, "wb", buffering=0)
@@ -127,11 +141,13 @@ def atomic_write(path: str, *, mode_from: str | None = None) -> Iterator[BinaryI
         os.fchmod(fd, mode)
         f.close()
         os.replace(tmp, real)
+        _LIVE.discard(tmp)
         _fsync_dir(os.path.dirname(os.path.abspath(real)))
     except BaseException as exc:
         f.close()
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        _LIVE.discard(tmp)
         if isinstance(exc, OSError) and not isinstance(exc, BrokenPipeError):
             raise DropoutError(f"{shown}: write failed: {_reason(exc)}; the target is unchanged") \
                 from None

@@ -136,7 +136,14 @@ def _spool(stream, shown: str) -> tuple[str, int, object]:
 
     where = f"a temporary file in {escape_name(tempfile.gettempdir())}"
     try:
-        spool = tempfile.NamedTemporaryFile(prefix="tensor-dropout-stdin-", buffering=0)
+        # anonymous (already unlinked), so that not even SIGKILL can leave it behind;
+        # readers open it again through /proc/self/fd where Linux offers that
+        spool = tempfile.TemporaryFile(prefix="tensor-dropout-stdin-", buffering=0)
+        name = f"/proc/self/fd/{spool.fileno()}"
+        if not os.path.exists(name):
+            spool.close()
+            spool = tempfile.NamedTemporaryFile(prefix="tensor-dropout-stdin-", buffering=0)
+            name = spool.name
     except OSError as e:
         raise DropoutError(f"{shown}: cannot create {where} to hold the input: "
                            f"{_reason(e)}") from None
@@ -156,4 +163,4 @@ def _spool(stream, shown: str) -> tuple[str, int, object]:
     except BaseException:
         spool.close()
         raise
-    return spool.name, os.fstat(spool.fileno()).st_size, spool
+    return name, os.fstat(spool.fileno()).st_size, spool
