@@ -86,15 +86,26 @@ def describe(size: int) -> str:
     return f"{size} bytes"
 
 
-def read_exact(fd: int, offset: int, out: np.ndarray) -> None:
-    """Fill ``out`` (contiguous) with the file's bytes at ``offset``."""
+def read_exact(fd: int, offset: int, out: np.ndarray, where: str | None = None) -> None:
+    """Fill ``out`` (contiguous) with the file's bytes at ``offset``.
+
+    ``where`` names the file in the error; without it, the name comes from the fd.
+    """
     view = memoryview(out.reshape(-1).view(np.uint8))
     done = 0
     while done < len(view):
         n = os.preadv(fd, [view[done:]], offset + done)
         if n == 0:
-            raise DropoutError("file shrank while it was being read")
+            raise DropoutError(f"{where or _fd_name(fd)}: file shrank while it was being read "
+                               "(did another program change it?)")
         done += n
+
+
+def _fd_name(fd: int) -> str:
+    try:
+        return escape_name(os.readlink(f"/proc/self/fd/{fd}"))
+    except OSError:
+        return "input"
 
 
 def open_input(path: str) -> tuple[str, int, object]:

@@ -14,6 +14,7 @@ import os
 import resource
 import stat
 import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -473,3 +474,34 @@ def test_stdout_spool_failure_names_stdout(tmp_path: Path):
     proc = run_tool(["apply", str(src), "-o", "-", *SEED], preexec_fn=_limit_1mb)
     line = _clean_failure(proc, says="File too large")
     assert line.startswith("Error: <stdout>: "), line
+
+
+# ---- the input changes under our feet -----------------------------------------------------
+
+def test_input_truncated_while_being_read_gives_clean_error(tmp_path: Path):
+    src = tmp_path / "x.npy"
+    big_npy(src, mb=16)
+    out = tmp_path / "out.npy"
+    # small chunks make the run long enough to be caught in the middle
+    with subprocess.Popen([*TOOL, "apply", str(src), "-o", str(out), "--chunk-size", "4096",
+                           *SEED], stderr=subprocess.PIPE) as proc:
+        while not _temps(tmp_path) and proc.poll() is None:
+            time.sleep(0.0005)
+        os.truncate(src, 1000)
+        err = proc.stderr.read().decode()
+        proc.wait()
+    line = one_error_line(err)
+    assert proc.returncode == 1
+    assert line == f"Error: {src}: file shrank while it was being read (did another program " \
+                   "change it?)"
+    assert listing(tmp_path) == {"x.npy"}
+
+
+def test_read_exact_names_the_file_from_its_descriptor(tmp_path: Path):
+    from dropout_core.errors import DropoutError
+    from dropout_core.tensorfile import read_exact
+
+    p = tmp_path / "short.bin"
+    p.write_bytes(b"1234")
+    with open(p, "rb") as f, pytest.raises(DropoutError, match=rf"^{p}: file shrank"):
+        read_exact(f.fileno(), 0, np.empty(8, np.uint8))
