@@ -198,12 +198,16 @@ def rm(path: str) -> None:
         pass
 
 
-def interleave_commands(cmds: dict[str, tuple[list[str], str]], rounds: int) -> dict:
-    """Whole commands, interleaved; output removed and dirty pages synced between runs."""
+def interleave_commands(cmds: dict[str, tuple[list[str], str]], rounds: int,
+                        inputs: tuple[str, ...] = ()) -> dict:
+    """Whole commands, interleaved; before each run the output is removed, the inputs
+    are read (so they are in the page cache) and dirty pages are synced."""
     res: dict[str, list[dict]] = {k: [] for k in cmds}
     for r in range(rounds + 1):
         for name, (cmd, out) in cmds.items():
             rm(out)
+            for path in inputs:
+                warm(path)
             os.sync()
             m = run_measured(cmd)
             if r:
@@ -228,6 +232,8 @@ def bench_kernel(a, torch) -> list[Table]:
         "dropout(x) -> new array": lambda: dropout(x, P, seed=SEED, file="bench.npy"),
         "dropout(x, inplace=True)": lambda: dropout(work, P, seed=SEED, file="bench.npy",
                                                     inplace=True),
+        "dropout(x, inplace=True), 1 thread": lambda: _one_thread(
+            lambda: dropout(work, P, seed=SEED, file="bench.npy", inplace=True)),
         "x.copy()": lambda: x.copy(),
         "naive NumPy": lambda: _naive(x),
     }
@@ -236,7 +242,7 @@ def bench_kernel(a, torch) -> list[Table]:
         cands["torch F.dropout"] = lambda: torch.nn.functional.dropout(xt, P, training=True)
 
     def prepare(name):
-        if name == "dropout(x, inplace=True)":
+        if name.startswith("dropout(x, inplace=True)"):
             np.copyto(work, x)
 
     times = interleave(cands, a.rounds, prepare=prepare)
@@ -258,6 +264,18 @@ def bench_kernel(a, torch) -> list[Table]:
         t.rows.append([f"torch {torch.__version__}, {torch.get_num_threads()} threads", "", "",
                        "", "", ""])
     return [t]
+
+
+def _one_thread(fn):
+    """Run fn with the library's compute threads set to one (its default is the cores)."""
+    from dropout_core import pipeline
+
+    saved = pipeline.default_threads
+    pipeline.default_threads = lambda: 1
+    try:
+        return fn()
+    finally:
+        pipeline.default_threads = saved
 
 
 def _naive(x: np.ndarray) -> np.ndarray:
@@ -306,6 +324,9 @@ def bench_command(a, torch) -> list[Table]:
             "cp": (["cp", path, cp_out], cp_out),
             "tensor-dropout apply": (cli + ["apply", path, "-o", out, "-p", str(P), "--seed",
                                             str(SEED), "-q"], out),
+            # what the tool promises on top of cp: the output is on disk when it exits
+            "cp + sync of the copy": (["sh", "-c", 'cp "$0" "$1" && sync "$1"', path, cp_out],
+                                      cp_out),
         }
         if fmt == "safetensors" and _has_safetensors():
             ref_out = os.path.join(tmp, "bench-ref.safetensors")
@@ -313,7 +334,7 @@ def bench_command(a, torch) -> list[Table]:
                 [sys.executable, "-c", "import sys; from safetensors.numpy import load_file, "
                  "save_file; save_file(load_file(sys.argv[1]), sys.argv[2])", path, ref_out],
                 ref_out)
-        res = interleave_commands(cmds, a.cmd_rounds)
+        res = interleave_commands(cmds, a.cmd_rounds, (path,))
         walls = {k: [m["wall"] for m in v] for k, v in res.items()}
         t = Table(f"Whole command, {size / GiB:g} GiB float32 .{fmt} in the page cache "
                   f"({a.cmd_rounds} rounds, interleaved; dirty pages synced between runs)",
@@ -343,11 +364,10 @@ def _command_dtypes(a, cli) -> Table:
         path = os.path.join(a.tmp, f"bench-{k}.safetensors")
         out = os.path.join(a.tmp, f"bench-{k}-out.safetensors")
         write_safetensors(path, np.dtype(v), size)
-        warm(path)
         paths.append(path)
         cmds[k] = (cli + ["apply", path, "-o", out, "-p", str(P), "--seed", str(SEED), "-q"],
                    out)
-    res = interleave_commands(cmds, a.cmd_rounds)
+    res = interleave_commands(cmds, a.cmd_rounds, tuple(paths))
     for p in paths:
         rm(p)
     walls = {k: [m["wall"] for m in v] for k, v in res.items()}
@@ -446,12 +466,12 @@ def main() -> None:
     ap.add_argument("--only", default=",".join(SECTIONS),
                     help=f"comma-separated sections ({','.join(SECTIONS)})")
     ap.add_argument("--rounds", type=int, default=None, help="runs per in-process candidate")
-    ap.add_argument("--tmp", default=os.path.join(os.getcwd(), "bench-tmp"),
+    ap.add_argument("--tmp", default=os.path.join(os.getcwd(), f"bench-tmp-{os.getpid()}"),
                     help="directory for the big files (deleted afterwards)")
     a = ap.parse_args()
     q = a.quick
     a.rounds = a.rounds or (5 if q else 11)
-    a.cmd_rounds = 3 if q else 5
+    a.cmd_rounds = 3 if q else 7
     a.kernel_n = 1 << (24 if q else 26)
     a.torch_n = 1 << (22 if q else 24)
     a.dtype_bytes = (64 if q else 256) * MiB
@@ -464,7 +484,7 @@ def main() -> None:
     made_tmp = not os.path.exists(a.tmp)
     if {"command", "rss"} & set(sections):
         os.makedirs(a.tmp, exist_ok=True)
-        need = (3 * a.file_bytes + (0 if q else 4 * a.file_bytes)) if "command" in sections \
+        need = (4 * a.file_bytes + (0 if q else 5 * a.file_bytes)) if "command" in sections \
             else 0
         need = max(need, 2 * a.rss_bytes + 64 * MiB if "rss" in sections else 0)
         free = shutil.disk_usage(a.tmp).free

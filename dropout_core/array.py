@@ -75,12 +75,16 @@ def dropout(x: np.ndarray, p: float = 0.5, *, seed: int | None = None, file: str
 
     def read(s: int, e: int, idx) -> np.ndarray:
         if flat is not None:
-            return flat[s:e] if inplace else flat[s:e].copy()
+            if inplace or out_flat is None:
+                return flat[s:e] if inplace else flat[s:e].copy()
+            dst = out_flat[s:e]  # one copy: the kernel then works in the output itself
+            np.copyto(dst, flat[s:e])
+            return dst
         return np.array(x[idx], copy=True).reshape(-1)
 
     def write(s: int, chunk: np.ndarray, idx) -> None:
         if idx is None:
-            if not (inplace and np.shares_memory(chunk, out_flat)):
+            if not _in_place(chunk, out_flat, s):
                 out_flat[s:s + chunk.size] = chunk
         else:
             view = out[idx]
@@ -100,6 +104,12 @@ def dropout(x: np.ndarray, p: float = 0.5, *, seed: int | None = None, file: str
         d["seed"] = seed
         return out, d
     return out
+
+
+def _in_place(chunk: np.ndarray, out_flat: np.ndarray, s: int) -> bool:
+    """Is ``chunk`` already the output's elements [s, s + chunk.size)?"""
+    return (chunk.dtype == out_flat.dtype and chunk.flags.c_contiguous and chunk.size > 0
+            and chunk.ctypes.data == out_flat.ctypes.data + s * out_flat.itemsize)
 
 
 def _where(file: str, tensor: str) -> str:

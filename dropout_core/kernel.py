@@ -253,7 +253,8 @@ class FusedKernel:
             if cuts[-1] < c < stop:
                 cuts.append(c)
         cuts.append(stop)
-        segs = [(x[a - start:b - start], a, b, want_drop) for a, b in zip(cuts, cuts[1:])]
+        segs = [(x[a - start:b - start], a, b, want_drop)
+                for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
         overflow = 0
         drops = [] if want_drop else None
         digest = stats.digest

@@ -184,9 +184,19 @@ def overlapped(chunks: Iterable, read: Callable, write: Callable, compute: Calla
         if error is not None or wt.error is not None or rt.error is not None:
             stop.set()  # abandon: the writer drops what is queued, the reader stops
         _drain(inq)
-        outq.put(_DONE) if wt.is_alive() else None
-        rt.join()
-        wt.join()
+        # Wait for both threads even through a second signal: once this returns,
+        # nothing may write to the output any more.
+        while True:
+            try:
+                if wt.is_alive():
+                    _put_out(outq, _DONE, wt)
+                rt.join()
+                wt.join()
+                break
+            except BaseException as e:
+                error = error or e
+                stop.set()
+                _drain(inq)
     for err in (error, rt.error, wt.error):
         if err is not None:
             raise err
@@ -234,5 +244,9 @@ def in_order(items: Iterable, fn: Callable, threads: int) -> Iterator:
         for f in futures:
             f.cancel()
         for f in futures:
-            if not f.cancelled():
-                f.exception()  # wait: no worker may touch the buffers after we return
+            while not f.cancelled():
+                try:
+                    f.exception()  # wait: no worker may touch the buffers after we return
+                    break
+                except BaseException:  # a signal while waiting: wait all the same
+                    continue
