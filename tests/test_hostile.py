@@ -1,7 +1,8 @@
 """The bad-input corpus: every case exits 1 with one clean line, and nothing else happens.
 
-Each case in corpus.CASES runs through the real entry point three ways (apply
-to a new file, apply --inplace, inspect) and once more through stdin.  Every
+Each case in corpus.CASES runs through the real entry point four ways (apply
+to a new file, apply --inplace, inspect, and as the --mask-in file of a good
+input) and once more through stdin.  Every
 run must exit 1 with exactly one ``Error: `` line naming the file (and the
 tensor, for safetensors) and the problem; no traceback, no output file, no
 temporary file, and the input's bytes unchanged.
@@ -41,6 +42,9 @@ HOW = {
     "apply-o": lambda p, out: ["apply", str(p), "-o", str(out), "-p", "0.5", "--seed", "1"],
     "apply-inplace": lambda p, out: ["apply", str(p), "--inplace", "-p", "0.5", "--seed", "1"],
     "inspect": lambda p, out: ["inspect", str(p)],
+    # the bad file as the mask to replay, for a good input (good.npy, made by the test)
+    "mask-in": lambda p, out: ["apply", str(p.parent / "good.npy"), "-o", str(out),
+                               "--mask-in", str(p)],
 }
 
 
@@ -61,14 +65,17 @@ def test_corpus_has_at_least_40_cases():
     assert len(ids) >= 40
 
 
-# a case whose header is fine (an int tensor with scaling on) is refused by apply, not inspect
+# a case whose header is fine (an int tensor with scaling on) is refused by apply, not
+# by inspect, and makes a readable (if odd) mask
 RUNS = [pytest.param(c, how, id=f"{c.id}-{how}") for c in CASES for how in HOW
-        if not (c.apply_only and how == "inspect")]
+        if not (c.apply_only and how in ("inspect", "mask-in"))]
 
 
 @pytest.mark.parametrize(("case", "how"), RUNS)
 def test_bad_input_is_refused_cleanly(tmp_path: Path, case: Case, how: str):
     src = case.build(tmp_path)
+    if how == "mask-in":
+        (tmp_path / "good.npy").write_bytes(valid_npy())
     before = src.read_bytes()
     out = tmp_path / f"out{case.suffix}"
     files = listing(tmp_path)
