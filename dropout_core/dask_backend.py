@@ -6,6 +6,8 @@ imported inside the functions, so ``import dropout_core`` never needs it.
 * ``dropout_dask(arr, p, seed=..., file=..., tensor=...)``: a dask array whose
   blocks each compute their own part of ``dropout(arr.compute(), ...)`` from
   their position (the default stream is counter based), with any chunking.
+* ``tensor_array(path, tensor)``: a tensor of a file as a dask array whose
+  blocks read their own bytes (so ``dropout_dask`` of it is what the CLI writes).
 * ``map_files(paths, client, out_dir=..., params=..., seed=...)``: the file
   API over a cluster (distributed futures) or a dask.bag; each output is the
   file the CLI writes, and the stats are one document, as ``apply_files`` returns.
@@ -123,6 +125,62 @@ def dropout_dask(arr, p: float = 0.5, *, seed: int | None = None, file: str = ""
                             name=f"dropout-overflow-{token}",
                             meta=np.empty((0,) * arr.ndim, dtype=np.int64))
     return out, _delayed_stats(tp, mask_np, over.sum())
+
+
+def tensor_array(path: str, tensor: str = "", *, chunks="auto"):
+    """One tensor of a .npy or .safetensors file as a lazy dask array, read where it is used.
+
+    The header is checked here; each block then reads only its own part of the
+    file (through a memory map, in C order whatever the file's order), so the
+    workers need the same path (a shared file system) and nothing but the
+    block crosses the network.  ``tensor`` names a safetensors tensor ("" for a
+    .npy file's array).  With ``file=os.path.basename(path)`` and the same
+    ``tensor``, ``dropout_dask`` of it is what the CLI writes for that tensor.
+    """
+    da = _need("dask.array")
+    if path == "-":
+        raise UsageError("a dask array reads its blocks from a file; stdin (-) cannot be one")
+    from dask.base import tokenize
+
+    from .readers import open_tensor_file
+
+    tf = open_tensor_file(path)
+    try:
+        if tf.format == "npy":
+            info = tf.tensors[0]
+        else:
+            found = [t for t in tf.tensors if t.name == tensor]
+            if not found:
+                names = ", ".join(escape_name(t.name) for t in tf.tensors[:10])
+                raise DropoutError(f"{escape_name(path)}: no tensor named {escape_name(tensor)} "
+                                   f"(it has: {names}{', ...' if len(tf.tensors) > 10 else ''})")
+            info = found[0]
+        real = os.path.abspath(tf.real_path)
+        st = os.stat(real)
+    finally:
+        tf.close()
+    source = _FileTensor(real, info.dtype, info.shape, info.offset, info.fortran_order)
+    name = "tensor-" + tokenize(real, info.name, info.offset, st.st_size, st.st_mtime_ns)
+    return da.from_array(source, chunks=chunks, name=name, lock=False, asarray=False,
+                         meta=np.empty((0,) * len(info.shape), dtype=info.dtype))
+
+
+class _FileTensor:
+    """An array-like over one tensor's bytes in a file; indexing reads just those bytes."""
+
+    def __init__(self, path: str, dtype: np.dtype, shape: tuple, offset: int, fortran: bool):
+        self.path, self.dtype, self.shape = path, np.dtype(dtype), tuple(shape)
+        self.offset, self.fortran, self.ndim = offset, fortran, len(shape)
+
+    def __getitem__(self, key) -> np.ndarray:
+        n = 1
+        for d in self.shape:
+            n *= d
+        if n == 0:
+            return np.empty(self.shape, self.dtype)[key].copy()
+        mm = np.memmap(self.path, dtype=self.dtype, mode="r", offset=self.offset, shape=(n,))
+        view = mm.reshape(self.shape[::-1]).T if self.fortran else mm.reshape(self.shape)
+        return np.array(view[key], order="C")
 
 
 def _location(block_info) -> tuple[slice, ...]:

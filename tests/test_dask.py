@@ -220,17 +220,26 @@ def test_cluster_long_array_with_odd_chunks(client, chunks):
     assert got == stats
 
 
-def test_cluster_matches_the_cli_for_a_file(client, tmp_path, run_cli):
-    x = _data((16, 3, 31), ml_dtypes.bfloat16)
-    src = write_safetensors(tmp_path / "w.safetensors", {"enc.w": x})
-    code, _, err = run_cli("apply", src, "-o", str(tmp_path / "o.safetensors"), "-p", "0.25",
-                           "--seed", "11", "--variant", "channel", "-q")
-    assert code == 0, err
+@pytest.mark.parametrize("kind", ["npy-fortran", "safetensors-bf16-channel"])
+def test_cluster_reads_a_file_and_matches_the_cli(client, tmp_path, run_cli, kind):
     from dropout_core import load_tensors
+    from dropout_core.dask_backend import dropout_dask, tensor_array
 
-    want = load_tensors(str(tmp_path / "o.safetensors"))["enc.w"]
-    y = _dask_dropout(x, (5, 2, 9), p=0.25, seed=11, file="w.safetensors", tensor="enc.w",
-                      variant="channel")
+    if kind == "npy-fortran":
+        x = _data((16, 3, 31), np.float32)
+        src, name, opts = write_npy(tmp_path / "w.npy", x, fortran=True), "", []
+        out = tmp_path / "o.npy"
+    else:
+        x = _data((16, 3, 31), ml_dtypes.bfloat16)
+        src = write_safetensors(tmp_path / "w.safetensors", {"first": x[:2], "enc.w": x})
+        name, opts, out = "enc.w", ["--variant", "channel"], tmp_path / "o.safetensors"
+    code, _, err = run_cli("apply", src, "-o", str(out), "-p", "0.25", "--seed", "11", *opts,
+                           "-q")
+    assert code == 0, err
+    want = load_tensors(str(out))[name]
+    lazy = tensor_array(src, name, chunks=(5, 2, 9))  # each worker reads its own blocks
+    y = dropout_dask(lazy, 0.25, seed=11, file=os.path.basename(src), tensor=name,
+                     variant="channel" if opts else "element")
     assert client.compute(y, sync=True).tobytes() == want.tobytes()
 
 
@@ -345,6 +354,17 @@ def test_map_files_over_a_bag_resolves_relative_paths(client, files, tmp_path, m
                         scale=False, fill=-1.0, seed=3)
     assert [f["input"] for f in got["files"]] == names
     assert got["files"][0]["output"] == os.path.join("bag", "x0.npy")
+    assert _outputs(got) == _outputs(want)
+    assert _without_outputs(got) == _without_outputs(want)
+
+
+def test_torch_mode_many_files_on_the_cluster_equal_local(client, files, tmp_path):
+    from dropout_core.dask_backend import map_files
+
+    npys = [f for f in files if f.endswith(".npy")]
+    params = DropoutParams(p=0.3, rng="torch")
+    want = apply_files(npys, params=params, seed=5, out_dir=str(tmp_path / "local"))
+    got = map_files(npys, client, params=params, seed=5, out_dir=str(tmp_path / "dask"))
     assert _outputs(got) == _outputs(want)
     assert _without_outputs(got) == _without_outputs(want)
 
