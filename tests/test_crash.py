@@ -1,6 +1,6 @@
 """Crash safety: SIGKILL at any moment never leaves a half-written file.
 
-A real process rewrites a ~112 MB file (--inplace, and -o over an existing
+A real process rewrites an 80 MB file (--inplace, and -o over an existing
 file with --force) and is killed with SIGKILL at a random moment: half of the
 kills at a random time after start, half at a random moment after its
 temporary file appeared (so every machine gets kills in the middle of the
@@ -29,9 +29,9 @@ MB = 1 << 20
 
 def _big_safetensors() -> bytes:
     rng = np.random.default_rng(0)
-    a = rng.standard_normal(24 * MB, dtype=np.float32)  # 96 MB
+    a = rng.standard_normal(16 * MB, dtype=np.float32)  # 64 MB
     b = rng.standard_normal(8 * MB, dtype=np.float32).astype("<f2")  # 16 MB
-    return st_file([("layer.0/weight", "F32", [24, MB], a.tobytes()),
+    return st_file([("layer.0/weight", "F32", [16, MB], a.tobytes()),
                     ("layer.1/bias", "F16", [8 * MB], b.tobytes()),
                     ("small", "F32", [3, 5], np.arange(15, dtype="<f4").tobytes())],
                    metadata={"format": "pt"})
