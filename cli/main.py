@@ -106,21 +106,16 @@ def apply(inputs, output, out_dir, suffix, inplace, force, p, seed, mode, varian
                                 channel_axis=channel_axis, share_axes=share_axes,
                                 exact_count=exact_count, rng=rng)
     opts = BatchOptions(force=force, tensors=tensors, exclude=exclude, mask_in=mask_in,
-                        mask_out=mask_out, chunk_size=chunk_size)
+                        mask_out=mask_out, stats=stats_path, chunk_size=chunk_size)
     progress = None if quiet or not sys.stderr.isatty() else _Progress()
     doc = apply_files(list(inputs), params=params, seed=seed, output=output, out_dir=out_dir,
                       suffix=suffix, inplace=inplace, repeat=repeat, jobs=jobs, options=opts,
                       progress=progress, dask_scheduler=dask_scheduler)
     if progress:
         progress.close()
-    if stats_path:
-        text = json.dumps(doc, indent=2, allow_nan=False) + "\n"
-        if stats_path == "-":
-            sys.stdout.write(text)
-            sys.stdout.flush()
-        else:
-            with core.atomic_text(stats_path) as f:
-                f.write(text.encode())
+    if stats_path == "-":  # a file path was written by the library, atomically
+        sys.stdout.write(json.dumps(doc, indent=2, allow_nan=False) + "\n")
+        sys.stdout.flush()
     if not quiet:
         for f in doc["files"]:
             click.echo(_summary(f), err=True)

@@ -11,9 +11,10 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from .array import dropout, new_seed
-from .engine import effective_p
-from .atomic import atomic_text
+from .atomic import atomic_write
+from .batch import BatchOptions, apply_files, write_stats
 from .dask_backend import dropout_dask, map_files  # imports dask only when called
+from .engine import effective_p
 from .errors import DropoutError, UsageError
 from .files import apply_file, file_key, inspect_file, load_tensors, run_header
 from .params import ALPHA_PRIME, DropoutParams
@@ -21,13 +22,15 @@ from .streams import KeepStream, derive_repeat_seed, threshold
 
 __all__ = [
     "ALPHA_PRIME",
+    "BatchOptions",
     "DropoutError",
     "DropoutParams",
     "KeepStream",
     "UsageError",
     "__version__",
     "apply_file",
-    "atomic_text",
+    "apply_files",
+    "atomic_write",
     "derive_repeat_seed",
     "dropout",
     "dropout_dask",
@@ -39,4 +42,5 @@ __all__ = [
     "new_seed",
     "run_header",
     "threshold",
+    "write_stats",
 ]

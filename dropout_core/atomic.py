@@ -181,6 +181,3 @@ def stdout_write() -> Iterator[BinaryIO]:
     out = sys.stdout.buffer
     yield out
     out.flush()
-
-
-atomic_text = atomic_write  # the stats file goes through the same door

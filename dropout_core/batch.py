@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import multiprocessing
 import os
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
 from .array import check_seed, new_seed
-from .atomic import check_target
+from .atomic import atomic_write, check_target
 from .errors import DropoutError, UsageError, escape_name
 from .files import apply_file, check_file, run_header
 from .params import DropoutParams
@@ -36,6 +38,7 @@ class BatchOptions:
     exclude: tuple[str, ...] = ()
     mask_in: str | None = None
     mask_out: str | None = None
+    stats: str | None = None  # a path for the JSON stats ("-": the caller prints them)
     chunk_size: int = 1 << 20
     extra: dict = field(default_factory=dict)
 
@@ -141,13 +144,7 @@ def apply_files(inputs: list[str], *, params: DropoutParams, seed: int | None = 
         seed = new_seed()  # reported in the stats, so the run can be repeated
     if opts.mask_out and len(plan) > 1:
         raise UsageError("--mask-out takes one input file")
-    if out_dir is not None and not os.path.isdir(out_dir):
-        try:
-            os.makedirs(out_dir, exist_ok=True)
-        except OSError as e:
-            raise DropoutError(f"{escape_name(out_dir)}: cannot create directory: "
-                               f"{e.strerror}") from None
-    for j in plan:
+    for j in plan:  # inputs first: a bad input leaves nothing behind, not even --out-dir
         if j.input != "-" and j.copy in (None, 0):
             tf = open_tensor_file(j.input)
             try:
@@ -155,8 +152,18 @@ def apply_files(inputs: list[str], *, params: DropoutParams, seed: int | None = 
                            {t.name: None for t in tf.tensors} if opts.mask_in else None)
             finally:
                 tf.close()
+    outputs = [j.output for j in plan if j.output not in (None, "-")]
+    check_side_outputs({"--stats": opts.stats, "--mask-out": opts.mask_out}, inputs, outputs,
+                       force=opts.force)
+    if out_dir is not None and not os.path.isdir(out_dir):
+        try:
+            os.makedirs(out_dir, exist_ok=True)
+        except OSError as e:
+            raise DropoutError(f"{escape_name(out_dir)}: cannot create directory: "
+                               f"{e.strerror}") from None
+    for j in plan:
         if not j.inplace and j.output != "-":
-            check_target(j.output, force=opts.force, inputs=[i for i in inputs])
+            check_target(j.output, force=opts.force, inputs=list(inputs))
     plan = [Job(j.input, j.output, j.seed if j.seed is not None else
                 (seed if j.copy is None else None), j.copy, j.inplace) for j in plan]
     sizes = [_size(j.input) for j in plan]
@@ -167,7 +174,9 @@ def apply_files(inputs: list[str], *, params: DropoutParams, seed: int | None = 
 
         results = run_jobs(plan, params, opts, seed, dask_scheduler, progress)
     elif jobs > 1 and len(plan) > 1:
-        with ProcessPoolExecutor(max_workers=jobs) as pool:
+        # forkserver: workers never inherit the parent's I/O or word-generating threads
+        with ProcessPoolExecutor(max_workers=jobs,
+                                 mp_context=multiprocessing.get_context("forkserver")) as pool:
             futures = [pool.submit(_run_job, j, params, opts, seed) for j in plan]
             for f, size in zip(futures, sizes, strict=True):
                 results.append(f.result())
@@ -185,7 +194,43 @@ def apply_files(inputs: list[str], *, params: DropoutParams, seed: int | None = 
     doc = run_header(params, seed)
     doc["files"] = results
     doc["totals"] = _sum_totals(results)
+    if opts.stats not in (None, "-"):
+        write_stats(doc, opts.stats)
     return doc
+
+
+def write_stats(doc: dict, path: str) -> None:
+    """The stats document as JSON, written like every other output (atomically)."""
+    text = json.dumps(doc, indent=2, allow_nan=False) + "\n"
+    with atomic_write(path) as f:
+        f.write(text.encode())
+
+
+def _same_path(a: str, b: str) -> bool:
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def check_side_outputs(side: dict[str, str | None], inputs: list[str], outputs: list[str], *,
+                       force: bool) -> None:
+    """--stats and --mask-out may not name an input, an output or each other."""
+    given = [(opt, p) for opt, p in side.items() if p not in (None, "-")]
+    for k, (opt, path) in enumerate(given):
+        for other in [i for i in inputs if i != "-"]:
+            if _same_path(path, other):
+                raise UsageError(f"{escape_name(path)}: {opt} names an input file; it would be "
+                                 "replaced")
+        for other in outputs:
+            if _same_path(path, other):
+                raise UsageError(f"{escape_name(path)}: {opt} names an output file")
+        for opt2, other in given[k + 1:]:
+            if _same_path(path, other):
+                raise UsageError(f"{escape_name(path)}: {opt} and {opt2} name the same file")
+        check_target(path, force=force, inputs=list(inputs))
 
 
 def _sum_totals(files: list[dict]) -> dict:

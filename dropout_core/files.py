@@ -211,11 +211,14 @@ def _output_header(tf: TensorFile) -> bytes:
 
 def _reader(fd: int, tf: TensorFile, t: TensorInfo, buffers: BufferPool | None = None):
     if t.fortran_order:
-        mm = np.memmap(tf.real_path, dtype=t.dtype, mode="r", offset=t.offset,
-                       shape=t.shape, order="F")
+        # A Fortran-order tensor is read whole with pread (a memory map would turn a file
+        # truncated mid-run into SIGBUS) and served in C-order hyperslabs.
+        data = np.empty(t.numel, dtype=t.dtype)
+        read_exact(fd, t.offset, data, where=tf.where(t))
+        logical = data.reshape(t.shape[::-1]).T
 
         def read_f(s, e, idx):
-            return np.array(mm[idx], order="C").reshape(-1)
+            return np.array(logical[idx], order="C").reshape(-1)
 
         return read_f, True
 
@@ -245,17 +248,24 @@ class _Sink:
     # 4 MiB writes, 0.26-0.32 s in 256 KiB writes, like cp).
     PIECE = 256 << 10
 
-    def __init__(self, f) -> None:
+    def __init__(self, f, where: str | None = None) -> None:
         self.f = f
         self.fd = f.fileno()
+        self.where = where  # names the file in errors (atomic_write names its own target)
         self._lo, self._hi = None, 0
 
     def write_at(self, pos: int, data) -> None:
         view = memoryview(np.ascontiguousarray(data).reshape(-1).view(np.uint8)) \
             if isinstance(data, np.ndarray) else memoryview(data)
         done = 0
-        while done < len(view):
-            done += os.pwrite(self.fd, view[done:done + self.PIECE], pos + done)
+        try:
+            while done < len(view):
+                done += os.pwrite(self.fd, view[done:done + self.PIECE], pos + done)
+        except OSError as e:
+            if self.where is None:
+                raise
+            raise DropoutError(f"{self.where}: {os.strerror(e.errno) if e.errno else e}") \
+                from None
         self._lo = pos if self._lo is None else min(self._lo, pos)
         self._hi = max(self._hi, pos + done)
         if self._hi - self._lo >= self.KICK:
@@ -276,8 +286,15 @@ class _Sink:
 def _open_sink(output: str, tf: TensorFile, inplace: bool):
     if output == "-":
         # Spool, then copy: a failure never leaves half a file on stdout.
-        with tempfile.TemporaryFile(prefix="tensor-dropout-stdout-") as f:
-            yield _Sink(f)
+        spool_dir = tempfile.gettempdir()
+        try:
+            f = tempfile.TemporaryFile(prefix="tensor-dropout-stdout-")
+        except OSError as e:
+            raise DropoutError(f"<stdout>: cannot create a spool file in {escape_name(spool_dir)}: "
+                               f"{e.strerror}") from None
+        with f:
+            yield _Sink(f, where=f"<stdout>: cannot spool the output to a temporary file in "
+                                 f"{escape_name(spool_dir)}")
             f.seek(0)
             out = sys.stdout.buffer
             shutil.copyfileobj(f, out, 1 << 20)

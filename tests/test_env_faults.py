@@ -423,8 +423,7 @@ def test_stats_to_a_redirected_stream_alias_is_refused(tmp_path: Path):
     _clean_failure(proc, says="/dev/stdout: is a file-descriptor alias")
 
 
-# ---- known bugs outside the files this suite owns (strict: a fix turns them into failures
-# ---- that ask for the marker to go)
+# ---- side outputs and the stdout spool
 
 SIDE_OUTPUT_CLASH = {
     "stats-is-the-input": (["--stats", "x.npy"], "x.npy"),
@@ -434,10 +433,6 @@ SIDE_OUTPUT_CLASH = {
 }
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="--stats and --mask-out paths are never checked against "
-                   "the inputs and the output (cli/main.py apply, files.py _MaskWriter): the "
-                   "input or the output is silently replaced")
 @pytest.mark.parametrize(("extra", "clash"), SIDE_OUTPUT_CLASH.values(),
                          ids=SIDE_OUTPUT_CLASH.keys())
 def test_side_output_that_is_the_input_or_output_is_refused(tmp_path: Path, extra, clash):
@@ -450,12 +445,10 @@ def test_side_output_that_is_the_input_or_output_is_refused(tmp_path: Path, extr
     finally:
         os.chdir(cwd)
     assert src.read_bytes() == data, "the input was replaced"
-    assert run.code == 1 and "y.npy" not in listing(tmp_path), "the clash was not refused"
+    # a clash between two paths of the command line is a usage error
+    assert run.code == 2 and "y.npy" not in listing(tmp_path), "the clash was not refused"
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="--stats is opened only after the outputs are written "
-                   "(cli/main.py apply): a bad --stats path fails the run but leaves the output")
 def test_stats_into_missing_directory_is_refused_before_any_output(tmp_path: Path):
     src = tmp_path / "x.npy"
     src.write_bytes(valid_npy())
@@ -465,9 +458,6 @@ def test_stats_into_missing_directory_is_refused_before_any_output(tmp_path: Pat
     assert listing(tmp_path) == {"x.npy"}, "the run failed but its output was left behind"
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="files.py _open_sink: an OSError while spooling -o - "
-                   "reaches main() with no file name ('Error: File too large')")
 def test_stdout_spool_failure_names_stdout(tmp_path: Path):
     src = tmp_path / "x.npy"
     big_npy(src)
