@@ -90,7 +90,7 @@ def run_tensor(*, shape: tuple[int, ...], dtype: np.dtype, read: Reader, write: 
             if mask_sink:
                 mask_sink(u0, d)
     nthreads = resolve_threads(threads)
-    fused = None if broadcast else FusedKernel.make(src, plan, dtype)
+    fused = None if broadcast else FusedKernel.make(src, plan, dtype, units)
 
     def compute(s: int, e: int, idx, x: np.ndarray) -> np.ndarray:
         if fused is not None:

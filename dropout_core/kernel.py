@@ -161,9 +161,9 @@ def apply_chunk(x: np.ndarray, drop: np.ndarray, plan: ValuePlan) -> tuple[np.nd
 # (tests/test_invariance.py and tests/test_stream_invariance.py pin that); it only
 # avoids the passes and temporaries, and spreads the blocks over the cores.
 
-BLOCK = 1 << 17  # units per block of arithmetic: small enough for the cache, big enough
+BLOCK = 1 << 18  # units per block of arithmetic: small enough for the cache, big enough
 # that each NumPy call outlasts the hand-over of the GIL between the threads
-SEGMENT = 1 << 19  # units per task of a thread: keep bits drawn at once, then block by block
+SEGMENT = 1 << 20  # units per task of a producer thread: the keep bits it draws at once
 _M32 = 1 << 32
 
 
@@ -218,8 +218,12 @@ class FusedKernel:
         self.overflow_from = int(hit.min()) if hit.size else None
 
     @staticmethod
-    def make(src, plan: ValuePlan, dtype: np.dtype) -> FusedKernel | None:
-        """The fast path for this unit source and plan, or None to take the general one."""
+    def make(src, plan: ValuePlan, dtype: np.dtype, units: int | None = None) -> FusedKernel | None:
+        """The fast path for this unit source and plan, or None to take the general one.
+
+        ``units`` (the tensor's size) lets the kernel draw the next chunk's keep
+        bits ahead, on another thread, while this chunk's values are computed.
+        """
         from .masks import StreamUnits
         from .streams import KeepStream
 
@@ -227,9 +231,19 @@ class FusedKernel:
             return None
         if plan.kind not in ("mask", "scale", "alpha"):
             return None
-        return FusedKernel(src.stream, src.p, plan, dtype)
+        k = FusedKernel(src.stream, src.p, plan, dtype)
+        k.units = units
+        return k
 
     # -- one chunk ------------------------------------------------------------------------
+    #
+    # Two stages.  The keep bits of units [a, b) depend on nothing but (key, a, b),
+    # so worker threads draw them ahead: the segments of this chunk and, once it is
+    # running, of the next one.  The calling thread turns them into values and
+    # statistics, in order.  Few, long NumPy calls per thread keep the GIL quiet.
+
+    units: int | None = None
+    _pending: dict | None = None
 
     def apply(self, x: np.ndarray, start: int, stats, threads: int,
               want_drop: bool = False) -> tuple[np.ndarray, int, np.ndarray | None]:
@@ -238,14 +252,54 @@ class FusedKernel:
         Updates ``stats`` (counts and digest, in order) and returns (x, overflow,
         dropped or None).
         """
-        from .pipeline import in_order
-
         if not (x.flags.c_contiguous and x.flags.writeable):
             x = np.ascontiguousarray(x).copy()
         x = x.reshape(-1)
         n = x.size
         stop = start + n
-        pieces = max(threads if n >= 2 * BLOCK else 1, -(-n // SEGMENT))
+        ahead = threads > 1 and n >= 2 * BLOCK
+        keeps = [self._keep_job((a, b)) if not ahead else self._submitted(a, b, threads)
+                 for a, b in self._cuts(start, stop, threads)]
+        if ahead and self.units is not None and stop < self.units:
+            nxt = self._cuts(stop, min(self.units, stop + n), threads)
+            self._pending = {ab: self._pending.pop(ab, None) or self._submit(ab, threads)
+                             for ab in nxt}
+        overflow = 0
+        drops = [] if want_drop else None
+        digest = stats.digest
+        buf = _scratch(min(n, SEGMENT))
+        with np.errstate(over="ignore", invalid="ignore"):
+            for job in keeps:
+                a, b, keep = job.result() if ahead else job
+                n_seg = b - a
+                kept = int(np.count_nonzero(keep))
+                stats.dropped_units += n_seg - kept
+                m8 = np.negative(keep.view(np.int8), out=buf.m8[:n_seg])  # kept -> -1
+                xs = x[a - start:b - start]
+                for s in range(0, n_seg, BLOCK):
+                    e = min(n_seg, s + BLOCK)
+                    overflow += self._values(xs[s:e], keep[s:e], m8[s:e], buf)
+                # the digest: whole bytes from the first multiple of 8 to the last
+                a8 = min(b, -(-a // 8) * 8)
+                b8 = max(a8, b // 8 * 8)
+                if a8 > a:
+                    digest.update(~keep[:a8 - a])
+                if b8 > a8:
+                    digest.update_packed(np.packbits(keep[a8 - a:b8 - a], bitorder="little"))
+                if b > b8:
+                    digest.update(~keep[b8 - a:])
+                if want_drop:
+                    drops.append(~keep)
+                self._give(keep)
+        return x, overflow, (np.concatenate(drops) if want_drop else None)
+
+    @staticmethod
+    def _cuts(start: int, stop: int, threads: int) -> list[tuple[int, int]]:
+        """Segments of [start, stop): at most SEGMENT units, inner cuts on BLOCK multiples."""
+        n = stop - start
+        # one segment per producer thread (the calling thread consumes), or more
+        # when the chunk is larger than SEGMENT
+        pieces = max(threads - 1 if n >= 2 * BLOCK else 1, -(-n // SEGMENT))
         per = -(-n // pieces)
         cuts = [start]
         for k in range(1, pieces):
@@ -253,74 +307,66 @@ class FusedKernel:
             if cuts[-1] < c < stop:
                 cuts.append(c)
         cuts.append(stop)
-        segs = [(x[a - start:b - start], a, b, want_drop)
-                for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
-        overflow = 0
-        drops = [] if want_drop else None
-        digest = stats.digest
-        for a, b, packed, head, tail, kept, ovf, drop in in_order(segs, self._segment, threads):
-            stats.dropped_units += (b - a) - kept
-            overflow += ovf
-            if head is not None:
-                digest.update(~head)
-            if packed is not None:
-                digest.update_packed(packed)
-            if tail is not None:
-                digest.update(~tail)
-            if want_drop:
-                drops.append(drop)
-        return x, overflow, (np.concatenate(drops) if want_drop else None)
+        return list(zip(cuts[:-1], cuts[1:], strict=True))
 
-    def _segment(self, job) -> tuple:
-        """Units [a, b) of a chunk (``xs`` holds them) on one thread: the keep bits of
-        the whole segment at once, then the values block by block, in cache."""
+    def _submit(self, ab: tuple[int, int], threads: int):
+        from .pipeline import pool
+
+        return pool(max(1, threads - 1)).submit(self._keep_job, ab)
+
+    def _submitted(self, a: int, b: int, threads: int):
+        if self._pending is None:
+            self._pending = {}
+        return self._pending.pop((a, b), None) or self._submit((a, b), threads)
+
+    def _take(self, n: int) -> np.ndarray:
+        free = self.__dict__.setdefault("_free", [])
+        while True:
+            try:
+                buf = free.pop()  # atomic: producers on several threads may race here
+            except IndexError:
+                return np.empty(max(n, SEGMENT), dtype=bool)[:n]
+            if buf.size >= n:
+                return buf[:n]
+
+    def _give(self, keep: np.ndarray) -> None:
+        free = self.__dict__.setdefault("_free", [])
+        if len(free) < 8:
+            free.append(keep.base if keep.base is not None else keep)
+
+    def _keep_job(self, ab: tuple[int, int]) -> tuple[int, int, np.ndarray]:
+        """Keep bits of units [a, b), drawn block by block (warm 128 KiB word draws);
+        the ties of the whole segment are refined at once."""
         from .streams import WordCursor, splitmix64, stream_bytes
 
-        xs, a, b, want_drop = job
-        n = b - a
-        buf = _scratch(n)
-        keep = buf.keep[:n]
+        a, b = ab
+        keep = self._take(b - a)
         t = self.t
-        if 0 < t < _M32:
-            # Block by block: the words of a block (64 KiB) come and go through the
-            # allocator's warm memory; the ties of the whole segment are refined at once.
-            t_hi, t_lo = t >> 24, t & 0xFFFFFF
-            cursor = WordCursor(self.key, a // 8)
-            ties = []
-            s = a
-            while s < b:
-                e = min(b, (s // BLOCK + 1) * BLOCK)
-                bb = stream_bytes(cursor.take((e + 7) // 8 - s // 8), s, e)
-                kb = keep[s - a:e - a]
-                if t_lo:
-                    np.greater(bb, t_hi, out=kb)
-                    tb = np.flatnonzero(np.equal(bb, t_hi, out=buf.eq[:e - s]))
-                    if tb.size:
-                        ties.append(tb + (s - a))
-                else:  # a tie's draw is >= 0: always kept
-                    np.greater_equal(bb, t_hi, out=kb)
-                s = e
-            if ties:
-                tie = np.concatenate(ties) if len(ties) > 1 else ties[0]
-                r = splitmix64(self.tie_seed, tie + a) >> np.uint64(40)
-                keep[tie[r >= np.uint64(t_lo)]] = True
-        else:
+        if not 0 < t < _M32:
             keep[...] = t <= 0
-        kept = int(np.count_nonzero(keep))
-        m8 = np.negative(keep.view(np.int8), out=buf.m8[:n])  # kept -> -1 (all ones), else 0
-        ovf = 0
-        with np.errstate(over="ignore", invalid="ignore"):
-            for s in range(0, n, BLOCK):
-                e = min(n, s + BLOCK)
-                ovf += self._values(xs[s:e], keep[s:e], m8[s:e], buf)
-        # the digest's bytes: whole bytes from the first multiple of 8 to the last
-        a8 = min(b, -(-a // 8) * 8)
-        b8 = max(a8, b // 8 * 8)
-        head = keep[:a8 - a].copy() if a8 > a else None
-        packed = np.packbits(keep[a8 - a:b8 - a], bitorder="little") if b8 > a8 else None
-        tail = keep[b8 - a:].copy() if b > b8 else None
-        drop = ~keep if want_drop else None
-        return a, b, packed, head, tail, kept, ovf, drop
+            return a, b, keep
+        t_hi, t_lo = t >> 24, t & 0xFFFFFF
+        eq = _scratch(0).eq
+        cursor = WordCursor(self.key, a // 8)
+        ties = []
+        s = a
+        while s < b:
+            e = min(b, (s // BLOCK + 1) * BLOCK)
+            bb = stream_bytes(cursor.take((e + 7) // 8 - s // 8), s, e)
+            kb = keep[s - a:e - a]
+            if t_lo:
+                np.greater(bb, t_hi, out=kb)
+                tb = np.flatnonzero(np.equal(bb, t_hi, out=eq[:e - s]))
+                if tb.size:
+                    ties.append(tb + (s - a))
+            else:  # a tie's draw is >= 0: always kept
+                np.greater_equal(bb, t_hi, out=kb)
+            s = e
+        if ties:
+            tie = np.concatenate(ties) if len(ties) > 1 else ties[0]
+            r = splitmix64(self.tie_seed, tie + a) >> np.uint64(40)
+            keep[tie[r >= np.uint64(t_lo)]] = True
+        return a, b, keep
 
     def _values(self, xb: np.ndarray, keep: np.ndarray, m8: np.ndarray, buf) -> int:
         """x -> output in place for one block; returns its overflow count."""
@@ -373,7 +419,6 @@ class _Scratch:
 
     def __init__(self, n: int) -> None:
         self.size = n
-        self.keep = np.empty(n, dtype=bool)
         self.m8 = np.empty(n, dtype=np.int8)
         self.eq = np.empty(BLOCK, dtype=bool)
         self._raw = np.empty(BLOCK * 8, dtype=np.uint8)
