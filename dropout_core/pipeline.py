@@ -12,7 +12,7 @@ import os
 import queue
 import threading
 import weakref
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -227,26 +227,3 @@ def _drain(q: queue.Queue) -> None:
             q.get_nowait()
     except queue.Empty:
         pass
-
-
-def in_order(items: Iterable, fn: Callable, threads: int) -> Iterator:
-    """``map(fn, items)`` on the shared pool, results in order (serial when threads == 1)."""
-    items = list(items)
-    if threads <= 1 or len(items) <= 1:
-        for it in items:
-            yield fn(it)
-        return
-    futures = [pool(threads).submit(fn, it) for it in items]
-    try:
-        for f in futures:
-            yield f.result()
-    finally:
-        for f in futures:
-            f.cancel()
-        for f in futures:
-            while not f.cancelled():
-                try:
-                    f.exception()  # wait: no worker may touch the buffers after we return
-                    break
-                except BaseException:  # a signal while waiting: wait all the same
-                    continue
