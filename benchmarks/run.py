@@ -328,10 +328,11 @@ def bench_command(a, torch) -> list[Table]:
             "cp + sync of the copy": (["sh", "-c", 'cp "$0" "$1" && sync "$1"', path, cp_out],
                                       cp_out),
         }
-        if fmt == "safetensors" and _has_safetensors():
+        ref_python = _safetensors_python()
+        if fmt == "safetensors" and ref_python:
             ref_out = os.path.join(tmp, "bench-ref.safetensors")
             cmds["safetensors load_file + save_file"] = (
-                [sys.executable, "-c", "import sys; from safetensors.numpy import load_file, "
+                [ref_python, "-c", "import sys; from safetensors.numpy import load_file, "
                  "save_file; save_file(load_file(sys.argv[1]), sys.argv[2])", path, ref_out],
                 ref_out)
         res = interleave_commands(cmds, a.cmd_rounds, (path,))
@@ -379,12 +380,13 @@ def _command_dtypes(a, cli) -> Table:
     return t
 
 
-def _has_safetensors() -> bool:
-    try:
-        import safetensors.numpy  # noqa: F401
-    except ImportError:
-        return False
-    return True
+def _safetensors_python() -> str | None:
+    """An interpreter that has the reference safetensors library: this one, or python on PATH."""
+    for exe in (sys.executable, shutil.which("python3"), shutil.which("python")):
+        if exe and subprocess.run([exe, "-c", "import safetensors.numpy"],
+                                  capture_output=True).returncode == 0:
+            return exe
+    return None
 
 
 def bench_rss(a, torch) -> list[Table]:
