@@ -86,12 +86,14 @@ def cli() -> None:
                    "(same results; needs the dask extra and files the workers can see).")
 @click.option("--chunk-size", type=click.IntRange(min=1), default=1 << 20, show_default=True,
               help="Elements per chunk: memory use only, never the result.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="Threads per file [default: the usable cores, at most 8]; same results.")
 @click.option("--stats", "stats_path", metavar="PATH",
               help="Write the JSON statistics here (- for stdout).")
 @click.option("-q", "--quiet", is_flag=True, help="No summary or progress on stderr.")
 def apply(inputs, output, out_dir, suffix, inplace, force, p, seed, mode, variant,
           channel_axis, share_axes, exact_count, scale, fill, rng, mask_in, mask_out, tensors,
-          exclude, repeat, jobs, chunk_size, stats_path, quiet, dask_scheduler) -> None:
+          exclude, repeat, jobs, chunk_size, threads, stats_path, quiet, dask_scheduler) -> None:
     """Apply dropout to each INPUT (.npy or .safetensors; - reads stdin).
 
     \b
@@ -106,7 +108,8 @@ def apply(inputs, output, out_dir, suffix, inplace, force, p, seed, mode, varian
                                 channel_axis=channel_axis, share_axes=share_axes,
                                 exact_count=exact_count, rng=rng)
     opts = BatchOptions(force=force, tensors=tensors, exclude=exclude, mask_in=mask_in,
-                        mask_out=mask_out, stats=stats_path, chunk_size=chunk_size)
+                        mask_out=mask_out, stats=stats_path, chunk_size=chunk_size,
+                        threads=threads)
     progress = None if quiet or not sys.stderr.isatty() else _Progress()
     doc = apply_files(list(inputs), params=params, seed=seed, output=output, out_dir=out_dir,
                       suffix=suffix, inplace=inplace, repeat=repeat, jobs=jobs, options=opts,

@@ -37,7 +37,7 @@ def dropout(x: np.ndarray, p: float = 0.5, *, seed: int | None = None, file: str
             channel_axis: int = 1, share_axes: tuple[int, ...] = (), exact_count: bool = False,
             rng: str = "default", mask: np.ndarray | None = None, chunk_size: int = CHUNK,
             return_stats: bool = False, params: DropoutParams | None = None,
-            torch_source=None):
+            torch_source=None, threads: int | None = None):
     """Apply dropout to ``x``; the same bits the CLI writes for the same key.
 
     The mask of the default stream is keyed by ``(seed, file, tensor)``: the CLI
@@ -98,7 +98,8 @@ def dropout(x: np.ndarray, p: float = 0.5, *, seed: int | None = None, file: str
     stats = run_tensor(shape=shape, dtype=x.dtype, read=read, write=write, params=params,
                        seed=seed, file=file, tensor=tensor, where=_where(file, tensor),
                        sliced=flat is None or out_flat is None, mask=mask,
-                       torch_source=torch_source, memory_order=perm, chunk=chunk_size)
+                       torch_source=torch_source, memory_order=perm, chunk=chunk_size,
+                       threads=threads)
     if return_stats:
         d = stats.as_dict()
         d["seed"] = seed

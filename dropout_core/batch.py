@@ -40,6 +40,7 @@ class BatchOptions:
     mask_out: str | None = None
     stats: str | None = None  # a path for the JSON stats ("-": the caller prints them)
     chunk_size: int = 1 << 20
+    threads: int | None = None  # per file; like chunk_size, never changes a result
     extra: dict = field(default_factory=dict)
 
 
@@ -111,7 +112,7 @@ def _run_job(job: Job, params: DropoutParams, opts: BatchOptions, seed: int | No
     stats = apply_file(job.input, None if job.inplace else job.output, params=params, seed=s,
                        inplace=job.inplace, force=opts.force, tensors=opts.tensors,
                        exclude=opts.exclude, mask_in=opts.mask_in, mask_out=opts.mask_out,
-                       chunk_size=opts.chunk_size, progress=progress)
+                       chunk_size=opts.chunk_size, progress=progress, threads=opts.threads)
     if job.copy is not None:
         stats["copy"] = job.copy
     return stats

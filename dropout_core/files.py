@@ -57,13 +57,15 @@ def apply_file(input: str, output: str | None = None, *, params: DropoutParams |
                tensors: tuple[str, ...] = (), exclude: tuple[str, ...] = (),
                mask_in: str | None = None, mask_out: str | None = None,
                chunk_size: int = CHUNK, key: str | None = None,
-               progress: Callable[[int], None] | None = None, **kwargs) -> dict:
+               progress: Callable[[int], None] | None = None, threads: int | None = None,
+               **kwargs) -> dict:
     """Apply dropout to every chosen tensor of ``input`` and write ``output``.
 
     ``output`` "-" writes to stdout; ``inplace=True`` replaces ``input``.  Extra
     keyword arguments build the DropoutParams (p=, mode=, variant=, ...).  ``key``
     overrides the file part of the stream key (default: the input's base name).
-    ``progress`` is called with the number of tensor bytes written so far.
+    ``progress`` is called with the number of tensor bytes written so far;
+    ``threads`` (default: the usable cores) never changes a bit of the output.
     Returns the file's statistics as a dict.
     """
     if params is None:
@@ -88,7 +90,8 @@ def apply_file(input: str, output: str | None = None, *, params: DropoutParams |
             check_target(output, force=force, inputs=[input])
         replay = _load_masks(mask_in, tf) if mask_in else None
         return _apply(tf, output, params, seed, inplace, tensors, exclude, replay, mask_out,
-                      chunk_size, key if key is not None else file_key(input), progress)
+                      chunk_size, key if key is not None else file_key(input), progress,
+                      threads)
     finally:
         tf.close()
 
@@ -138,7 +141,8 @@ def check_file(tf: TensorFile, params: DropoutParams, tensors: tuple[str, ...] =
 
 
 def _apply(tf: TensorFile, output: str, params: DropoutParams, seed: int | None, inplace: bool,
-           tensors, exclude, replay, mask_out, chunk, key, progress=None) -> dict:
+           tensors, exclude, replay, mask_out, chunk, key, progress=None,
+           threads=None) -> dict:
     chosen = check_file(tf, params, tensors, exclude, replay)
     chosen_names = {t.name for t in chosen}
     out_header = _output_header(tf)
@@ -179,7 +183,7 @@ def _apply(tf: TensorFile, output: str, params: DropoutParams, seed: int | None,
                                 torch_source=torch_source,
                                 memory_order=tuple(range(len(t.shape)))[::-1]
                                 if t.fortran_order else None,
-                                mask_sink=mask_sink, chunk=chunk)
+                                mask_sink=mask_sink, chunk=chunk, threads=threads)
                 if mask_writer and st.units_shape is None:
                     mask_writer.fill_identity(t)
                 results[t.name] = st.as_dict()

@@ -295,3 +295,18 @@ def test_help_states_exit_codes_and_version(run_cli):
 def test_unknown_option_is_exit_2_one_line(run_cli):
     code, _, err = run_cli("apply", "x.npy", "--bogus")
     assert code == 2 and err.startswith("Error: ") and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("fmt", ["npy", "safetensors"])
+def test_threads_and_chunk_size_never_change_the_file(tmp_path, run_cli, fmt):
+    x = np.random.default_rng(3).standard_normal((301, 257)).astype(np.float16)
+    src = write_npy(tmp_path / "x.npy", x) if fmt == "npy" else \
+        write_safetensors(tmp_path / "x.safetensors", {"a": x, "b": x.astype(np.float32)})
+    outs = []
+    for k, extra in enumerate((["--threads", "1"], ["--threads", "2", "--chunk-size", "1001"],
+                               ["--chunk-size", "65536"], [])):
+        out = tmp_path / f"o{k}.{fmt}"
+        code, _, err = run_cli("apply", src, "-o", str(out), "--seed", "9", "-q", *extra)
+        assert code == 0, err
+        outs.append(out.read_bytes())
+    assert len(set(outs)) == 1
