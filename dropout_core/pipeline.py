@@ -133,13 +133,7 @@ def overlapped(chunks: Iterable, read: Callable, write: Callable, compute: Calla
     stop = threading.Event()
 
     def put(q: queue.Queue, item) -> bool:
-        while not stop.is_set():
-            try:
-                q.put(item, timeout=0.05)
-                return True
-            except queue.Full:
-                continue
-        return False
+        return _put_while(q, item, lambda: not stop.is_set())
 
     def reader() -> None:
         try:
@@ -176,7 +170,7 @@ def overlapped(chunks: Iterable, read: Callable, write: Callable, compute: Calla
                 break
             s, e, idx, x = item
             out = compute(s, e, idx, x)
-            if not _put_out(outq, (s, out, idx), wt):
+            if not _put_while(outq, (s, out, idx), wt.is_alive):
                 break
     except BaseException as e:
         error = e
@@ -189,7 +183,7 @@ def overlapped(chunks: Iterable, read: Callable, write: Callable, compute: Calla
         while True:
             try:
                 if wt.is_alive():
-                    _put_out(outq, _DONE, wt)
+                    _put_while(outq, _DONE, wt.is_alive)
                 rt.join()
                 wt.join()
                 break
@@ -211,8 +205,9 @@ def _get(q: queue.Queue, producer: _Stage):
                 return _DONE
 
 
-def _put_out(q: queue.Queue, item, consumer: _Stage) -> bool:
-    while consumer.is_alive():
+def _put_while(q: queue.Queue, item, go: Callable[[], bool]) -> bool:
+    """Put ``item`` on a bounded queue, waiting only while ``go()`` holds."""
+    while go():
         try:
             q.put(item, timeout=0.05)
             return True
