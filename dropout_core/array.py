@@ -8,6 +8,7 @@ import numpy as np
 
 from .engine import CHUNK, run_tensor
 from .errors import DropoutError, UsageError
+from .kernel import make_plan
 from .params import DropoutParams
 
 
@@ -66,7 +67,19 @@ def dropout(x: np.ndarray, p: float = 0.5, *, seed: int | None = None, file: str
     if inplace and not x.flags.writeable:
         raise DropoutError("inplace=True needs a writeable array")
     if params.rng == "torch" and torch_source is None and not params.identity and mask is None:
-        torch_source = torch_source_for(seed)
+        torch_source = torch_source_for(seed, readahead=chunk_size)  # words overlap the math
+    if (torch_source is not None and not return_stats and mask is None and not params.identity
+            and params.channel_axis == 1 and 0 < params.p < 1):
+        # No statistics wanted: torch_stream's fused whole-array path, the same bits
+        # (both are checked against the torch goldens), about 2x faster than the chunk loop.
+        from .torch_stream import torch_dropout
+
+        make_plan(params, x.dtype, _where(file, tensor))  # the same dtype checks and errors
+        y = torch_dropout(x, params.p, torch_source, variant=params.variant)
+        if inplace:
+            x[...] = y
+            return x
+        return y
     shape = x.shape
     c_contig = x.flags.c_contiguous
     flat = x.reshape(-1) if c_contig else None
