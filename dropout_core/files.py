@@ -16,6 +16,7 @@ import numpy as np
 from . import npy, safetensors_file
 from .array import check_seed, new_seed, torch_source_for
 from .atomic import atomic_write, check_target
+from .dtypes import dtype_label
 from .engine import CHUNK, effective_p, run_tensor
 from .errors import DropoutError, UsageError, escape_name
 from .kernel import make_plan
@@ -201,8 +202,6 @@ def _apply(tf: TensorFile, output: str, params: DropoutParams, seed: int | None,
 
 
 def _label(t: TensorInfo) -> str:
-    from .dtypes import dtype_label
-
     return dtype_label(t.dtype)
 
 
