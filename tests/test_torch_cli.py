@@ -15,6 +15,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 from conftest import write_npy, write_safetensors
+from test_torch_golden import call_input  # the input as torch saw it: views included
 
 from dropout_core import dropout, load_tensors
 
@@ -142,18 +143,6 @@ def test_rng_torch_without_seed_reports_one_that_repeats_the_run(tmp_path, run_c
     run_cli("apply", src, "-o", str(tmp_path / "b.npy"), "--rng", "torch", "--seed", str(seed),
             "-q")
     assert (tmp_path / "a.npy").read_bytes() == (tmp_path / "b.npy").read_bytes()
-
-
-def call_input(call: dict) -> np.ndarray:
-    """The input exactly as torch saw it: Fortran, transposed or sliced views included."""
-    a = load(call, "input")
-    if call["fortran"]:
-        a = np.asfortranarray(a)
-    if call["transpose"] is not None:
-        a = a.transpose(call["transpose"])
-    if call.get("slices") is not None:
-        a = a[tuple(slice(*s) for s in call["slices"])]
-    return a
 
 
 API = [c for c in CASES if len(c["calls"]) == 1 and c["calls"][0]["training"]]
