@@ -200,6 +200,10 @@ def _terminate(signum: int, frame) -> None:
     os._exit(128 + signum)
 
 
+# click >= 8.2 raises this for a group called without a command; older versions exit 0.
+_NO_ARGS = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: one line 'Error: ...' on stderr for every failure, never a traceback."""
     handlers = {"SIGXFSZ": signal.SIG_IGN,  # a file-size limit becomes EFBIG, not a kill
@@ -223,6 +227,10 @@ def _run(argv: list[str] | None) -> None:
         sys.exit(e.exit_code)
     except click.exceptions.Abort:  # click turns KeyboardInterrupt into Abort
         _fail("interrupted", 130)
+    except _NO_ARGS as e:  # bare `tensor-dropout`: the help, not an error line
+        sys.stderr.write(e.ctx.get_help() + "\n")
+        sys.stderr.flush()
+        sys.exit(2)
     except click.UsageError as e:
         _fail(e.format_message(), 2)
     except click.ClickException as e:

@@ -310,3 +310,8 @@ def test_threads_and_chunk_size_never_change_the_file(tmp_path, run_cli, fmt):
         assert code == 0, err
         outs.append(out.read_bytes())
     assert len(set(outs)) == 1
+
+
+def test_bare_command_prints_help_not_an_error_line(run_cli):
+    code, out, err = run_cli()
+    assert code in (0, 2) and "apply" in (err + out.decode()) and "Error:" not in err
