@@ -61,6 +61,12 @@ def _limit_1mb() -> None:
     resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
 
 
+def _write_args(how: str, src: Path, out: Path) -> list[str]:
+    """The three ways of writing a target: a new -o, --inplace, and -o --force over a file."""
+    return {"new-output": [str(src), "-o", str(out)], "inplace": [str(src), "--inplace"],
+            "force-over-existing": [str(src), "-o", str(out), "--force"]}[how]
+
+
 @pytest.mark.parametrize("how", ["new-output", "inplace", "force-over-existing"])
 def test_file_size_limit_gives_clean_error_and_keeps_target(tmp_path: Path, how: str):
     src = tmp_path / "x.npy"
@@ -69,8 +75,7 @@ def test_file_size_limit_gives_clean_error_and_keeps_target(tmp_path: Path, how:
     old = valid_npy()
     if how == "force-over-existing":
         out.write_bytes(old)
-    args = {"new-output": [str(src), "-o", str(out)], "inplace": [str(src), "--inplace"],
-            "force-over-existing": [str(src), "-o", str(out), "--force"]}[how]
+    args = _write_args(how, src, out)
     proc = run_tool(["apply", *args, *SEED], preexec_fn=_limit_1mb)
     target = src if how == "inplace" else out
     line = _clean_failure(proc, says="write failed: file too large; the target is unchanged")
@@ -131,8 +136,7 @@ def test_full_disk_gives_clean_error_and_keeps_target(tmp_path: Path, small_fs: 
     old = valid_npy()
     if how == "force-over-existing":
         out.write_bytes(old)
-    args = {"new-output": [str(src), "-o", str(out)], "inplace": [str(src), "--inplace"],
-            "force-over-existing": [str(src), "-o", str(out), "--force"]}[how]
+    args = _write_args(how, src, out)
     before = listing(small_fs)
     proc = run_tool(["apply", *args, *SEED])
     _clean_failure(proc, says="write failed: no space left on device; the target is unchanged")
