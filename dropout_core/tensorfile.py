@@ -82,10 +82,6 @@ def checked_shape(raw: object, where: str) -> tuple[int, ...]:
     return tuple(int(d) for d in raw)
 
 
-def describe(size: int) -> str:
-    return f"{size} bytes"
-
-
 def read_exact(fd: int, offset: int, out: np.ndarray, where: str | None = None) -> None:
     """Fill ``out`` (contiguous) with the file's bytes at ``offset``.
 
