@@ -1,4 +1,4 @@
-"""Time torch-compatible dropout (dropout_core.torch_stream) against torch's own F.dropout.
+"""Time torch-compatible dropout (dropout_core.streams.torch_cpu) against torch's own F.dropout.
 
     python benchmarks/bench_torch_mode.py [--log2n 24] [--p 0.5] [--repeat 7]
 
@@ -21,7 +21,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from dropout_core.torch_stream import TorchMaskSource, torch_dropout  # noqa: E402
+from dropout_core.streams.torch_cpu import TorchMaskSource, torch_dropout  # noqa: E402
 
 
 def timings_ms(fn, repeat: int) -> tuple[float, float]:

@@ -268,7 +268,7 @@ def bench_kernel(a, torch) -> list[Table]:
 
 def _one_thread(fn):
     """Run fn with the library's compute threads set to one (its default is the cores)."""
-    from dropout_core import pipeline
+    from dropout_core import threads as pipeline
 
     saved = pipeline.default_threads
     pipeline.default_threads = lambda: 1
@@ -416,7 +416,7 @@ def bench_rss(a, torch) -> list[Table]:
 
 
 def bench_torch_mode(a, torch) -> list[Table]:
-    if not os.path.exists(os.path.join(ROOT, "dropout_core", "torch_stream.py")):
+    if not os.path.exists(os.path.join(ROOT, "dropout_core", "streams", "torch_cpu.py")):
         return []
     from dropout_core import dropout
 

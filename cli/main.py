@@ -106,7 +106,7 @@ def apply(inputs, output, out_dir, suffix, inplace, force, p, seed, mode, varian
         raise click.UsageError("-o - and --stats - both want stdout; write one to a file")
     params = core.DropoutParams(p=p, mode=mode, variant=variant, scale=scale, fill=fill,
                                 channel_axis=channel_axis, share_axes=share_axes,
-                                exact_count=exact_count, rng=rng)
+                                exact_count=exact_count, rng=rng, interface="cli")
     opts = BatchOptions(force=force, tensors=tensors, exclude=exclude, mask_in=mask_in,
                         mask_out=mask_out, stats=stats_path, chunk_size=chunk_size,
                         threads=threads)

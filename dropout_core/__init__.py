@@ -4,43 +4,54 @@
 >>> from dropout_core import dropout
 >>> dropout(np.ones((2, 2), np.float32), p=0.0, seed=1).tolist()
 [[1.0, 1.0], [1.0, 1.0]]
+
+Names are imported on first use, so ``import dropout_core`` (and the command
+line's start-up) costs only what a run needs.
 """
 
 from __future__ import annotations
 
+import importlib
+
 __version__ = "0.1.0"
 
-from .array import dropout, new_seed
-from .atomic import atomic_write
-from .batch import BatchOptions, apply_files, write_stats
-from .dask_backend import dropout_dask, map_files  # imports dask only when called
-from .engine import effective_p
-from .errors import DropoutError, UsageError
-from .files import apply_file, file_key, inspect_file, load_tensors, run_header
-from .params import ALPHA_PRIME, DropoutParams
-from .streams import KeepStream, derive_repeat_seed, threshold
+# public name -> the module that defines it
+_EXPORTS = {
+    "ALPHA_PRIME": "params",
+    "BatchOptions": "batch",
+    "DropoutError": "errors",
+    "DropoutParams": "params",
+    "KeepStream": "streams.default",
+    "UsageError": "errors",
+    "apply_file": "files",
+    "apply_files": "batch",
+    "atomic_write": "atomic",
+    "derive_repeat_seed": "seeds",
+    "dropout": "array",
+    "dropout_dask": "dask_backend",
+    "effective_p": "params",
+    "file_key": "seeds",
+    "inspect_file": "files",
+    "load_tensors": "files",
+    "map_files": "dask_backend",
+    "new_seed": "seeds",
+    "run_header": "stats",
+    "save_tensors": "files",
+    "threshold": "streams.default",
+    "write_stats": "batch",
+}
 
-__all__ = [
-    "ALPHA_PRIME",
-    "BatchOptions",
-    "DropoutError",
-    "DropoutParams",
-    "KeepStream",
-    "UsageError",
-    "__version__",
-    "apply_file",
-    "apply_files",
-    "atomic_write",
-    "derive_repeat_seed",
-    "dropout",
-    "dropout_dask",
-    "effective_p",
-    "file_key",
-    "inspect_file",
-    "load_tensors",
-    "map_files",
-    "new_seed",
-    "run_header",
-    "threshold",
-    "write_stats",
-]
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -2,34 +2,13 @@
 
 from __future__ import annotations
 
-import secrets
-
 import numpy as np
 
 from .engine import CHUNK, run_tensor
 from .errors import DropoutError, UsageError
-from .kernel import make_plan
 from .params import DropoutParams
-
-
-def new_seed() -> int:
-    """A fresh seed for runs without one (reported in the stats so they can be repeated)."""
-    return secrets.randbits(63)
-
-
-def check_seed(seed: object) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise UsageError(f"seed must be an integer, got {seed!r}")
-    return int(seed)
-
-
-def torch_source_for(seed: int, readahead: int = 0):
-    """torch.manual_seed(seed)'s stream; a seed torch would refuse is a usage error."""
-    from .torch_stream import TorchMaskSource
-
-    if not -(2**63) <= seed < 2**64:
-        raise UsageError(f"seed {seed} is outside torch.manual_seed's range [-2**63, 2**64)")
-    return TorchMaskSource(seed, readahead=readahead)
+from .plan import plan_tensor
+from .seeds import resolve_seed
 
 
 def dropout(x: np.ndarray, p: float = 0.5, *, seed: int | None = None, file: str = "",
@@ -45,7 +24,8 @@ def dropout(x: np.ndarray, p: float = 0.5, *, seed: int | None = None, file: str
     uses the input file's base name and the tensor's name ("" in a .npy file),
     so ``dropout(np.load("x.npy"), 0.3, seed=7, file="x.npy")`` equals
     ``tensor-dropout apply x.npy -p 0.3 --seed 7``.  With ``rng="torch"`` the
-    seed is torch's ``manual_seed``.  ``inplace=True`` writes into ``x``.
+    seed is torch's ``manual_seed`` (``torch_source``, a TorchMaskSource,
+    continues a stream instead).  ``inplace=True`` writes into ``x``.
 
     >>> y = dropout(np.ones(6, np.float32), 0.5, seed=1)
     >>> sorted(set(y.tolist())) in ([0.0, 2.0], [2.0], [0.0])
@@ -59,30 +39,31 @@ def dropout(x: np.ndarray, p: float = 0.5, *, seed: int | None = None, file: str
         raise DropoutError(f"x must be a numpy.ndarray, got {type(x).__name__}")
     if x.dtype.hasobject:
         raise DropoutError("object arrays are not tensors; refused")
-    if seed is None:
-        seed = new_seed() if torch_source is None else 0
-    seed = check_seed(seed)
+    draws = not params.identity and mask is None
+    seed = resolve_seed(seed, needed=draws and torch_source is None)
     if chunk_size < 1:
         raise UsageError(f"chunk_size must be positive, got {chunk_size}")
     if inplace and not x.flags.writeable:
         raise DropoutError("inplace=True needs a writeable array")
-    if params.rng == "torch" and torch_source is None and not params.identity and mask is None:
-        torch_source = torch_source_for(seed, readahead=chunk_size)  # words overlap the math
-    if (torch_source is not None and not return_stats and mask is None and not params.identity
-            and params.channel_axis == 1 and 0 < params.p < 1):
-        # No statistics wanted: torch_stream's fused whole-array path, the same bits
-        # (both are checked against the torch goldens), about 2x faster than the chunk loop.
-        from .torch_stream import torch_dropout
-
-        make_plan(params, x.dtype, _where(file, tensor))  # the same dtype checks and errors
-        y = torch_dropout(x, params.p, torch_source, variant=params.variant)
-        if inplace:
-            x[...] = y
-            return x
-        return y
+    stream = params.stream_module()
+    memory_order = None
+    if draws and hasattr(stream, "memory_order_perm"):
+        memory_order = stream.memory_order_perm(x)  # torch walks memory (or stride) order
+    plan = plan_tensor(x.shape, x.dtype, params, seed, file, tensor, mask=mask,
+                       memory_order=memory_order)
+    state = None
+    if draws and hasattr(stream, "file_state"):
+        state = torch_source if torch_source is not None else stream.file_state(seed)
+    if draws and not return_stats and hasattr(stream, "whole_array"):
+        y = stream.whole_array(x, params, state)
+        if y is not None:
+            if inplace:
+                x[...] = y
+                return x
+            return y
+    plan = plan.bind(state)
     shape = x.shape
-    c_contig = x.flags.c_contiguous
-    flat = x.reshape(-1) if c_contig else None
+    flat = x.reshape(-1) if x.flags.c_contiguous else None
     out = x if inplace else np.empty(shape, dtype=x.dtype)
     out_flat = out.reshape(-1) if out.flags.c_contiguous else None
 
@@ -103,16 +84,8 @@ def dropout(x: np.ndarray, p: float = 0.5, *, seed: int | None = None, file: str
             view = out[idx]
             view[...] = chunk.reshape(view.shape)
 
-    perm = None
-    if params.rng == "torch" and not params.identity:
-        from .torch_stream import memory_order_perm
-
-        perm = memory_order_perm(x)  # torch walks memory (or stride) order, not C order
-    stats = run_tensor(shape=shape, dtype=x.dtype, read=read, write=write, params=params,
-                       seed=seed, file=file, tensor=tensor, where=_where(file, tensor),
-                       sliced=flat is None or out_flat is None, mask=mask,
-                       torch_source=torch_source, memory_order=perm, chunk=chunk_size,
-                       threads=threads)
+    stats = run_tensor(plan, read, write, sliced=flat is None or out_flat is None,
+                       chunk=chunk_size, threads=threads)
     if return_stats:
         d = stats.as_dict()
         d["seed"] = seed
@@ -124,11 +97,4 @@ def _in_place(chunk: np.ndarray, out_flat: np.ndarray, s: int) -> bool:
     """Is ``chunk`` already the output's elements [s, s + chunk.size)?"""
     return (chunk.dtype == out_flat.dtype and chunk.flags.c_contiguous and chunk.size > 0
             and chunk.ctypes.data == out_flat.ctypes.data + s * out_flat.itemsize)
-
-
-def _where(file: str, tensor: str) -> str:
-    from .errors import escape_name
-
-    return (escape_name(file) if file else "array") + (f": tensor {escape_name(tensor)}"
-                                                       if tensor else "")
 

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import secrets
 import stat
-import sys
 from collections.abc import Iterator
 from typing import BinaryIO
 
-from .errors import DropoutError, escape_name
+from .errors import DropoutError, escape_name, os_reason
 
 TEMP_MARK = ".tensor-dropout-tmp-"  # users find leftovers with: ls -a | grep tensor-dropout-tmp
 _LIVE: set[str] = set()  # temporary files being written now, for remove_temporaries()
@@ -149,17 +147,9 @@ def atomic_write(path: str, *, mode_from: str | None = None) -> Iterator[BinaryI
             os.unlink(tmp)
         _LIVE.discard(tmp)
         if isinstance(exc, OSError) and not isinstance(exc, BrokenPipeError):
-            raise DropoutError(f"{shown}: write failed: {_reason(exc)}; the target is unchanged") \
+            raise DropoutError(f"{shown}: write failed: {os_reason(exc)}; the target is unchanged") \
                 from None
         raise
-
-
-def _reason(exc: OSError) -> str:
-    if exc.errno == errno.ENOSPC:
-        return "no space left on device"
-    if exc.errno == errno.EFBIG:
-        return "file too large"
-    return exc.strerror or str(exc)
 
 
 def _fsync_dir(d: str) -> None:
@@ -173,11 +163,3 @@ def _fsync_dir(d: str) -> None:
         pass
     finally:
         os.close(fd)
-
-
-@contextlib.contextmanager
-def stdout_write() -> Iterator[BinaryIO]:
-    """Binary stdout, for ``-o -``."""
-    out = sys.stdout.buffer
-    yield out
-    out.flush()

@@ -1,21 +1,29 @@
-"""Many files in one run: output names, --repeat seeds, --jobs, one stats document."""
+"""Many files in one run: output names, --repeat seeds, --jobs, one stats document.
+
+Every input is opened and planned once, and every output target checked once,
+before anything is written; then the planned files run here, in worker
+processes (``--jobs``, in batches) or on a Dask cluster.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
 import os
-from collections.abc import Callable
+import sys
+import types
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from .array import check_seed, new_seed
 from .atomic import atomic_write, check_target
 from .errors import DropoutError, UsageError, escape_name
-from .files import apply_file, check_file, run_header
+from .files import FileJob, load_replay, plan_file, run_file
+from .formats import open_tensor_file
 from .params import DropoutParams
-from .readers import open_tensor_file
-from .streams import derive_repeat_seed
+from .seeds import derive_repeat_seed, file_key, resolve_seed
+from .stats import run_header, sum_totals
 
 
 @dataclass(frozen=True)
@@ -41,7 +49,6 @@ class BatchOptions:
     stats: str | None = None  # a path for the JSON stats ("-": the caller prints them)
     chunk_size: int = 1 << 20
     threads: int | None = None  # per file; like chunk_size, never changes a result
-    extra: dict = field(default_factory=dict)
 
 
 def output_name(input: str, out_dir: str, suffix: str = "", copy: int | None = None,
@@ -59,8 +66,12 @@ def output_name(input: str, out_dir: str, suffix: str = "", copy: int | None = N
 
 def plan_jobs(inputs: list[str], *, output: str | None = None, out_dir: str | None = None,
               suffix: str = "", inplace: bool = False, repeat: int = 1,
-              seed: int | None = None) -> tuple[list[Job], int | None]:
-    """Turn the command line's inputs and output options into jobs; returns (jobs, seed)."""
+              seed: int | None = None) -> list[Job]:
+    """Turn the command line's inputs and output options into jobs, each with its seed.
+
+    ``seed`` is the run's (already decided); ``--repeat`` copies get seeds
+    derived from it, here and nowhere else.
+    """
     if not inputs:
         raise UsageError("give at least one input file")
     if repeat < 1:
@@ -76,8 +87,6 @@ def plan_jobs(inputs: list[str], *, output: str | None = None, out_dir: str | No
         raise UsageError("--repeat makes new files; it cannot be combined with --inplace")
     if "-" in inputs and len(inputs) > 1:
         raise UsageError("stdin (-) can only be the only input")
-    if seed is not None:
-        seed = check_seed(seed)
     jobs: list[Job] = []
     for path in inputs:
         for r in range(repeat):
@@ -94,28 +103,7 @@ def plan_jobs(inputs: list[str], *, output: str | None = None, out_dir: str | No
         dup = next(o for o in outs if outs.count(o) > 1)
         raise UsageError(f"two inputs would write the same output {escape_name(dup)}; "
                          "rename them or use --suffix")
-    return jobs, seed
-
-
-def _size(path: str) -> int:
-    try:
-        return os.stat(path).st_size if path != "-" else 0
-    except OSError:
-        return 0
-
-
-def _run_job(job: Job, params: DropoutParams, opts: BatchOptions, seed: int | None,
-             progress: Callable[[int], None] | None = None) -> dict:
-    s = job.seed
-    if s is None and job.copy is not None and seed is not None:
-        s = derive_repeat_seed(seed, job.copy)
-    stats = apply_file(job.input, None if job.inplace else job.output, params=params, seed=s,
-                       inplace=job.inplace, force=opts.force, tensors=opts.tensors,
-                       exclude=opts.exclude, mask_in=opts.mask_in, mask_out=opts.mask_out,
-                       chunk_size=opts.chunk_size, progress=progress, threads=opts.threads)
-    if job.copy is not None:
-        stats["copy"] = job.copy
-    return stats
+    return jobs
 
 
 def apply_files(inputs: list[str], *, params: DropoutParams, seed: int | None = None,
@@ -128,76 +116,129 @@ def apply_files(inputs: list[str], *, params: DropoutParams, seed: int | None = 
 
     ``progress(done, total)`` is called in bytes as the work advances.
 
-    Every input is checked (header and output target) before any output is
-    written.  Results never depend on ``jobs``, on the order of the inputs or
-    on which other files share the run: each tensor's stream is keyed by the
-    seed, the file's base name and the tensor's name.  ``dask_scheduler`` (an
-    address or a ``distributed.Client``) runs the files on a Dask cluster
+    Every input is checked (header, plans and output target) before any output
+    is written.  Results never depend on ``jobs``, on the order of the inputs
+    or on which other files share the run: each tensor's stream is keyed by
+    the seed, the file's base name and the tensor's name.  ``dask_scheduler``
+    (an address or a ``distributed.Client``) runs the files on a Dask cluster
     instead: see ``dask_backend.run_jobs``.
     """
     opts = options or BatchOptions()
     if dask_scheduler is not None and jobs > 1:
         raise UsageError("give --jobs or --dask-scheduler, not both: the cluster's workers "
                          "decide the parallelism")
-    plan, seed = plan_jobs(inputs, output=output, out_dir=out_dir, suffix=suffix,
-                           inplace=inplace, repeat=repeat, seed=seed)
-    if seed is None and opts.mask_in is None and not params.identity:
-        seed = new_seed()  # reported in the stats, so the run can be repeated
-    if opts.mask_out and len(plan) > 1:
+    # reported in the stats, so that a run without --seed can be repeated
+    seed = resolve_seed(seed, needed=opts.mask_in is None and not params.identity)
+    planned = plan_jobs(inputs, output=output, out_dir=out_dir, suffix=suffix, inplace=inplace,
+                        repeat=repeat, seed=seed)
+    if opts.mask_out and len(planned) > 1:
         raise UsageError("--mask-out takes one input file")
-    for j in plan:  # inputs first: a bad input leaves nothing behind, not even --out-dir
-        if j.input != "-" and j.copy in (None, 0):
-            tf = open_tensor_file(j.input)
+    with contextlib.ExitStack() as opened:
+        work = _plan_files(planned, params, opts, opened)
+        outputs = [j.output for j in planned if j.output not in (None, "-")]
+        check_side_outputs({"--stats": opts.stats, "--mask-out": opts.mask_out}, inputs,
+                           outputs, force=opts.force)
+        if out_dir is not None and not os.path.isdir(out_dir):
             try:
-                check_file(tf, params, opts.tensors, opts.exclude,
-                           {t.name: None for t in tf.tensors} if opts.mask_in else None)
-            finally:
-                tf.close()
-    outputs = [j.output for j in plan if j.output not in (None, "-")]
-    check_side_outputs({"--stats": opts.stats, "--mask-out": opts.mask_out}, inputs, outputs,
-                       force=opts.force)
-    if out_dir is not None and not os.path.isdir(out_dir):
-        try:
-            os.makedirs(out_dir, exist_ok=True)
-        except OSError as e:
-            raise DropoutError(f"{escape_name(out_dir)}: cannot create directory: "
-                               f"{e.strerror}") from None
-    for j in plan:
-        if not j.inplace and j.output != "-":
-            check_target(j.output, force=opts.force, inputs=list(inputs))
-    plan = [Job(j.input, j.output, j.seed if j.seed is not None else
-                (seed if j.copy is None else None), j.copy, j.inplace) for j in plan]
-    sizes = [_size(j.input) for j in plan]
-    total, done = sum(sizes), 0
-    results: list[dict] = []
-    if dask_scheduler is not None:
-        from .dask_backend import run_jobs
+                os.makedirs(out_dir, exist_ok=True)
+            except OSError as e:
+                raise DropoutError(f"{escape_name(out_dir)}: cannot create directory: "
+                                   f"{e.strerror}") from None
+        for j in planned:
+            if not j.inplace and j.output != "-":
+                check_target(j.output, force=opts.force, inputs=list(inputs))
+        if dask_scheduler is not None:
+            from .dask_backend import run_jobs
 
-        results = run_jobs(plan, params, opts, seed, dask_scheduler, progress)
-    elif jobs > 1 and len(plan) > 1:
-        # forkserver: workers never inherit the parent's I/O or word-generating threads
-        with ProcessPoolExecutor(max_workers=jobs,
-                                 mp_context=multiprocessing.get_context("forkserver")) as pool:
-            futures = [pool.submit(_run_job, j, params, opts, seed) for j in plan]
-            for f, size in zip(futures, sizes, strict=True):
-                results.append(f.result())
-                done += size
-                if progress:
-                    progress(done, total)
-    else:
-        for j, size in zip(plan, sizes, strict=True):
-            hook = None if progress is None else \
-                (lambda n, _done=done: progress(min(total, _done + n), total))
-            results.append(_run_job(j, params, opts, seed, hook))
-            done += size
-            if progress:
-                progress(done, total)
+            results = run_jobs(work, opts, dask_scheduler, progress)
+        elif jobs > 1 and len(work) > 1:
+            results = _run_in_processes(work, opts, jobs, progress)
+        else:
+            results = _run_here(work, opts, progress)
     doc = run_header(params, seed)
     doc["files"] = results
-    doc["totals"] = _sum_totals(results)
+    doc["totals"] = sum_totals(results)
     if opts.stats not in (None, "-"):
         write_stats(doc, opts.stats)
     return doc
+
+
+def _plan_files(planned: list[Job], params: DropoutParams, opts: BatchOptions,
+                opened: contextlib.ExitStack) -> list[FileJob]:
+    """Open each input once and plan each of its jobs (a bad input leaves nothing behind)."""
+    files = {}
+    work = []
+    for j in planned:
+        tf = files.get(j.input)
+        if tf is None:
+            tf = files[j.input] = opened.enter_context(open_tensor_file(j.input))
+        replay = load_replay(opts.mask_in, tf) if opts.mask_in else None
+        key = file_key(j.input)
+        plans = plan_file(tf, params, j.seed, key, tensors=opts.tensors, exclude=opts.exclude,
+                          replay=replay)
+        work.append(FileJob(tf, j.output, params, j.seed, key, plans, opts.mask_out, j.copy))
+    return work
+
+
+def _size(job: FileJob) -> int:
+    return job.tf.size
+
+
+def _run_here(work: list[FileJob], opts: BatchOptions,
+              progress: Callable[[int, int], None] | None) -> list[dict]:
+    total, done, results = sum(map(_size, work)), 0, []
+    for job in work:
+        hook = None if progress is None else \
+            (lambda n, _done=done: progress(min(total, _done + n), total))
+        results.append(run_file(job, chunk=opts.chunk_size, threads=opts.threads, progress=hook))
+        done += _size(job)
+        if progress:
+            progress(done, total)
+    return results
+
+
+def run_batch(work: list[FileJob], chunk: int, threads: int | None) -> list[dict]:
+    """A worker process's task: several planned files, one after the other."""
+    return [run_file(job, chunk=chunk, threads=threads) for job in work]
+
+
+def _run_in_processes(work: list[FileJob], opts: BatchOptions, jobs: int,
+                      progress: Callable[[int, int], None] | None) -> list[dict]:
+    """Planned files in ``jobs`` worker processes, sent in batches (a few per worker)."""
+    n = min(len(work), 4 * jobs)
+    batches = [work[k::n] for k in range(n)]  # interleaved: sizes even out
+    total, done = sum(map(_size, work)), 0
+    results: list[dict | None] = [None] * len(work)
+    ctx = multiprocessing.get_context("forkserver")  # workers inherit no threads
+    ctx.set_forkserver_preload([__name__])  # each worker starts with the library imported
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+        with _main_hidden():
+            futures = [pool.submit(run_batch, b, opts.chunk_size, opts.threads)
+                       for b in batches]
+        for k, f in enumerate(futures):
+            for i, r in zip(range(k, len(work), n), f.result(), strict=True):
+                results[i] = r
+                done += _size(work[i])
+            if progress:
+                progress(done, total)
+    return results
+
+
+@contextlib.contextmanager
+def _main_hidden() -> Iterator[None]:
+    """Start worker processes that never import the caller's ``__main__``.
+
+    multiprocessing runs the main module again in each worker it starts: a plain
+    script without an ``if __name__ == "__main__":`` guard would run once per
+    worker.  While the workers start (at submit), ``__main__`` is an empty module.
+    """
+    main = sys.modules.get("__main__")
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        if main is not None:
+            sys.modules["__main__"] = main
 
 
 def write_stats(doc: dict, path: str) -> None:
@@ -232,11 +273,3 @@ def check_side_outputs(side: dict[str, str | None], inputs: list[str], outputs: 
             if _same_path(path, other):
                 raise UsageError(f"{escape_name(path)}: {opt} and {opt2} name the same file")
         check_target(path, force=force, inputs=list(inputs))
-
-
-def _sum_totals(files: list[dict]) -> dict:
-    keys = ("tensors", "processed", "skipped", "numel", "kept", "dropped", "overflow")
-    out = {k: sum(f["totals"][k] for f in files) for k in keys}
-    out["files"] = len(files)
-    out["drop_fraction"] = out["dropped"] / out["numel"] if out["numel"] else 0.0
-    return out

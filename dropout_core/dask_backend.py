@@ -21,12 +21,14 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .array import check_seed, new_seed
-from .batch import BatchOptions, Job, _run_job, _size, apply_files
-from .blocks import TensorPlan, dropout_block_counted, mask_stats, plan_tensor
-from .engine import CHUNK, _replayed
+from dataclasses import replace
+
+from .engine import CHUNK, dropout_block_counted, mask_stats
 from .errors import DropoutError, UsageError, escape_name
 from .params import DropoutParams
+from .plan import TensorPlan, plan_tensor
+from .seeds import resolve_seed
+from .units import replayed_mask
 
 CONNECT_TIMEOUT = 10.0  # seconds to reach a scheduler, and to wait for its first worker
 TIMEOUT_ENV = "TENSOR_DROPOUT_DASK_TIMEOUT"  # overrides CONNECT_TIMEOUT (seconds)
@@ -95,13 +97,21 @@ def dropout_dask(arr, p: float = 0.5, *, seed: int | None = None, file: str = ""
                          "position; call arr.compute_chunk_sizes() first")
     if chunk_size < 1:
         raise UsageError(f"chunk_size must be positive, got {chunk_size}")
-    if seed is None:
-        if params.rng == "torch" and mask is None and not params.identity:
-            raise UsageError("rng='torch' needs an explicit seed (torch.manual_seed)")
-        seed = new_seed()
-    seed = check_seed(seed)
+    if seed is None and params.rng == "torch" and mask is None and not params.identity:
+        raise UsageError("rng='torch' needs an explicit seed (torch.manual_seed)")
+    seed = resolve_seed(seed, needed=True)
     mask_np = None if mask is None else np.asarray(mask)
     tp = plan_tensor(arr.shape, arr.dtype, params, seed, file, tensor, mask=mask_np)
+    if mask_np is not None:
+        tp = replace(tp, source=None)  # each block gets its part of the mask, not all of it
+    elif not tp.identity:
+        tp = tp.bind()  # once, here: exact count's threshold is found before the graph
+        if tp.source.serial:
+            raise UsageError(
+                f"{tp.where}: rng='torch' is a serial stream (each decision depends on every "
+                "draw before it), so blocks cannot compute their parts independently; use "
+                "rng='default', or compute the whole array in one process with "
+                "dropout(arr.compute(), rng='torch', ...)")
     if tp.mask_shape is None:  # eval or p = 0: the input, bit for bit (dask arrays never change)
         return (arr, _delayed_stats(tp, None, 0)) if return_stats else arr
     from dask.base import tokenize
@@ -142,11 +152,10 @@ def tensor_array(path: str, tensor: str = "", *, chunks="auto"):
         raise UsageError("a dask array reads its blocks from a file; stdin (-) cannot be one")
     from dask.base import tokenize
 
-    from .readers import open_tensor_file
+    from .formats import open_tensor_file
 
-    tf = open_tensor_file(path)
-    try:
-        if tf.format == "npy":
+    with open_tensor_file(path) as tf:
+        if len(tf.tensors) == 1 and tf.tensors[0].name == "":
             info = tf.tensors[0]
         else:
             found = [t for t in tf.tensors if t.name == tensor]
@@ -157,8 +166,6 @@ def tensor_array(path: str, tensor: str = "", *, chunks="auto"):
             info = found[0]
         real = os.path.abspath(tf.real_path)
         st = os.stat(real)
-    finally:
-        tf.close()
     source = _FileTensor(real, info.dtype, info.shape, info.offset, info.fortran_order)
     name = "tensor-" + tokenize(real, info.name, info.offset, st.st_size, st.st_mtime_ns)
     return da.from_array(source, chunks=chunks, name=name, lock=False, asarray=False,
@@ -202,8 +209,8 @@ def _overflow_of(pair, ndim: int) -> np.ndarray:
 
 def _mask_blocks(da, mask: np.ndarray, tp: TensorPlan, chunks):
     """A replayed mask as drop decisions, broadcast to the array's own chunks."""
-    _, units = _replayed(mask, tp.shape, tp.where)
-    dropped = units.dropped.reshape(tp.mask_shape)
+    _, keep = replayed_mask(mask, tp.shape, tp.where)
+    dropped = ~keep.reshape(tp.mask_shape)
     mchunks = tuple(c if m > 1 else (1,) for c, m in zip(chunks, tp.mask_shape, strict=True))
     return da.broadcast_to(da.from_array(dropped, chunks=mchunks), tp.shape, chunks=chunks)
 
@@ -229,8 +236,7 @@ class _Bag:
 
 def map_files(paths, client=None, *, params: DropoutParams | None = None,
               seed: int | None = None, output: str | None = None, out_dir: str | None = None,
-              suffix: str = "", inplace: bool = False, repeat: int = 1,
-              options: BatchOptions | None = None,
+              suffix: str = "", inplace: bool = False, repeat: int = 1, options=None,
               progress: Callable[[int, int], None] | None = None, **kwargs) -> dict:
     """``apply_files`` over Dask: each file is one task; returns the run's one stats document.
 
@@ -247,63 +253,64 @@ def map_files(paths, client=None, *, params: DropoutParams | None = None,
     params = params or DropoutParams(**kwargs)
     if hasattr(paths, "__dask_graph__"):
         paths = paths.compute()
+    from .batch import apply_files
+
     return apply_files(list(paths), params=params, seed=seed, output=output, out_dir=out_dir,
                        suffix=suffix, inplace=inplace, repeat=repeat, options=options,
                        progress=progress, dask_scheduler=_Bag() if client is None else client)
 
 
-def run_jobs(plan: list[Job], params: DropoutParams, opts: BatchOptions, seed: int | None,
-             scheduler, progress: Callable[[int, int], None] | None = None) -> list[dict]:
-    """Run planned jobs on Dask, one task per output; results in plan order.
+def run_jobs(work: list, opts, scheduler,
+             progress: Callable[[int, int], None] | None = None) -> list[dict]:
+    """Run planned files (``files.FileJob``) on Dask, one task per output; results in order.
 
     ``scheduler``: an address (connect, run, disconnect), a ``distributed.Client``,
     or ``_Bag()`` for a dask.bag.  Called by ``apply_files(dask_scheduler=...)``.
     """
-    for j in plan:
-        if j.input == "-" or j.output == "-":
+    for job in work:
+        if job.tf.path == "-" or job.output == "-":
             raise UsageError("Dask workers cannot read stdin or write stdout (-); give file "
                              "paths, or run without --dask-scheduler")
     from . import __version__
 
-    tasks = [_portable(j, opts) for j in plan]
-    sizes = [_size(j.input) for j in plan]  # progress counts bytes, as apply_files does
+    tasks = [_portable(job) for job in work]
+    sizes = [job.tf.size for job in work]  # progress counts bytes, as apply_files does
+    run = dict(chunk=opts.chunk_size, threads=opts.threads, version=__version__)
     if isinstance(scheduler, _Bag):
         bag = _need("dask.bag")
         results = bag.from_sequence(tasks, npartitions=max(1, len(tasks))).map(
-            _remote_job, params=params, seed=seed, version=__version__).compute()
+            _remote_job, **run).compute()
         if progress:
             progress(sum(sizes), sum(sizes))
         return list(results)
     client, owned = _connect(scheduler)
     try:
-        return _run_futures(client, tasks, sizes, params, seed, __version__, progress)
+        return _run_futures(client, tasks, sizes, run, progress)
     finally:
         if owned:
             client.close()
 
 
-def _portable(job: Job, opts: BatchOptions) -> tuple[Job, BatchOptions, str, str | None]:
+def _portable(job) -> tuple:
     """The job with absolute paths (a worker's working directory is its own)."""
     def absolute(p):
         return None if p is None else os.path.abspath(p)
 
-    remote = Job(absolute(job.input), absolute(job.output), job.seed, job.copy, job.inplace)
-    ropts = BatchOptions(force=opts.force, tensors=opts.tensors, exclude=opts.exclude,
-                         mask_in=absolute(opts.mask_in), mask_out=absolute(opts.mask_out),
-                         chunk_size=opts.chunk_size, extra=opts.extra)
-    return remote, ropts, job.input, job.output
+    tf = replace(job.tf, real_path=absolute(job.tf.real_path))
+    return replace(job, tf=tf, output=absolute(job.output),
+                   mask_out=absolute(job.mask_out)), job.output
 
 
-def _remote_job(task, params: DropoutParams, seed: int | None, version: str) -> dict:
-    """One file, on a worker: apply_files' own job, reported under the paths as given."""
+def _remote_job(task, *, chunk: int, threads: int | None, version: str) -> dict:
+    """One file, on a worker: run as planned, reported under the paths as given."""
     from . import __version__
+    from .files import run_file
 
     if version != __version__:
         raise DropoutError(f"this Dask worker runs tensor-dropout {__version__}, the client "
                            f"{version}; install the same version everywhere")
-    job, opts, shown_in, shown_out = task
-    stats = _run_job(job, params, opts, seed)
-    stats["input"] = shown_in
+    job, shown_out = task
+    stats = run_file(job, chunk=chunk, threads=threads)
     stats["output"] = shown_out
     return stats
 
@@ -355,10 +362,9 @@ def _timeout() -> float:
     return value
 
 
-def _run_futures(client, tasks, sizes, params, seed, version, progress) -> list[dict]:
+def _run_futures(client, tasks, sizes, run: dict, progress) -> list[dict]:
     distributed = _need("distributed")
-    futures = client.map(_remote_job, tasks, params=params, seed=seed, version=version,
-                         pure=False)
+    futures = client.map(_remote_job, tasks, pure=False, **run)
     size_of = {f.key: n for f, n in zip(futures, sizes, strict=True)}
     try:
         if progress:

@@ -1,45 +1,61 @@
-"""One dtype table: safetensors names, NumPy dtypes, and what dropout may do with each."""
+"""One dtype table: safetensors names, NumPy dtypes, and what dropout may do with each.
+
+bfloat16 and float8 come from ml_dtypes, which is imported only when a file or
+an array holds one (it costs more start-up time than NumPy itself).
+"""
 
 from __future__ import annotations
 
-import ml_dtypes
 import numpy as np
 
 from .errors import DropoutError
 
-# safetensors dtype name -> little-endian NumPy dtype
-SAFETENSORS_DTYPES: dict[str, np.dtype] = {
-    "BOOL": np.dtype("bool"),
-    "U8": np.dtype("<u1"),
-    "I8": np.dtype("<i1"),
-    "U16": np.dtype("<u2"),
-    "I16": np.dtype("<i2"),
-    "U32": np.dtype("<u4"),
-    "I32": np.dtype("<i4"),
-    "U64": np.dtype("<u8"),
-    "I64": np.dtype("<i8"),
-    "F16": np.dtype("<f2"),
-    "BF16": np.dtype(ml_dtypes.bfloat16),
-    "F32": np.dtype("<f4"),
-    "F64": np.dtype("<f8"),
-    "C64": np.dtype("<c8"),
-    "F8_E4M3": np.dtype(ml_dtypes.float8_e4m3fn),
-    "F8_E5M2": np.dtype(ml_dtypes.float8_e5m2),
-    "F8_E8M0": np.dtype(ml_dtypes.float8_e8m0fnu),
-    "F8_E4M3FNUZ": np.dtype(ml_dtypes.float8_e4m3fnuz),
-    "F8_E5M2FNUZ": np.dtype(ml_dtypes.float8_e5m2fnuz),
+# safetensors dtype name -> little-endian NumPy dtype (a str), or an ml_dtypes type name
+_SAFETENSORS = {
+    "BOOL": "bool",
+    "U8": "<u1",
+    "I8": "<i1",
+    "U16": "<u2",
+    "I16": "<i2",
+    "U32": "<u4",
+    "I32": "<i4",
+    "U64": "<u8",
+    "I64": "<i8",
+    "F16": "<f2",
+    "BF16": "ml_dtypes.bfloat16",
+    "F32": "<f4",
+    "F64": "<f8",
+    "C64": "<c8",
+    "F8_E4M3": "ml_dtypes.float8_e4m3fn",
+    "F8_E5M2": "ml_dtypes.float8_e5m2",
+    "F8_E8M0": "ml_dtypes.float8_e8m0fnu",
+    "F8_E4M3FNUZ": "ml_dtypes.float8_e4m3fnuz",
+    "F8_E5M2FNUZ": "ml_dtypes.float8_e5m2fnuz",
 }
+SAFETENSORS_NAMES = tuple(_SAFETENSORS)
 # Packed sub-byte types: no NumPy dtype can hold one element per item.
 UNSUPPORTED_SAFETENSORS = {"F4", "F6_E2M3", "F6_E3M2"}
+_ML_FLOAT_NAMES = {v.split(".")[1] for v in _SAFETENSORS.values() if v.startswith("ml_dtypes.")}
 
-_ML_FLOATS = {np.dtype(t) for t in (ml_dtypes.bfloat16, ml_dtypes.float8_e4m3fn,
-                                    ml_dtypes.float8_e5m2, ml_dtypes.float8_e8m0fnu,
-                                    ml_dtypes.float8_e4m3fnuz, ml_dtypes.float8_e5m2fnuz)}
+
+def safetensors_dtype(name: str) -> np.dtype:
+    """The NumPy dtype of a safetensors dtype name (imports ml_dtypes only for its types)."""
+    spec = _SAFETENSORS[name]
+    if spec.startswith("ml_dtypes."):
+        import ml_dtypes
+
+        return np.dtype(getattr(ml_dtypes, spec.split(".")[1]))
+    return np.dtype(spec)
+
+
+def is_ml_float(dtype: np.dtype) -> bool:
+    """bfloat16 or a float8 (an ml_dtypes type), without importing ml_dtypes."""
+    return dtype.type.__module__ == "ml_dtypes" and dtype.name in _ML_FLOAT_NAMES
 
 
 def is_floating(dtype: np.dtype) -> bool:
     """Float or complex: the dtypes that can be scaled."""
-    return dtype.kind in "fc" or dtype in _ML_FLOATS
+    return dtype.kind in "fc" or is_ml_float(dtype)
 
 
 def compute_dtype(dtype: np.dtype) -> np.dtype:
@@ -57,13 +73,17 @@ def dtype_label(dtype: np.dtype) -> str:
 
 
 def safetensors_name(dtype: np.dtype) -> str:
-    for name, dt in SAFETENSORS_DTYPES.items():
-        if dt == dtype:
+    """The safetensors name of ``dtype`` (a DropoutError when it has none)."""
+    for name, spec in _SAFETENSORS.items():
+        if spec.startswith("ml_dtypes."):
+            if is_ml_float(dtype) and dtype.name == spec.split(".")[1]:
+                return name
+        elif np.dtype(spec) == dtype:
             return name
     raise DropoutError(f"dtype {dtype} cannot be stored in safetensors")
 
 
-def cast_fill(fill: float, dtype: np.dtype, where: str) -> np.ndarray:
+def cast_fill(fill: float, dtype: np.dtype, where: str, fill_option: str = "--fill") -> np.ndarray:
     """The fill value as a 0-d array of ``dtype``; refuses a value the dtype cannot hold."""
     try:
         with np.errstate(all="ignore"):
@@ -82,5 +102,5 @@ def cast_fill(fill: float, dtype: np.dtype, where: str) -> np.ndarray:
         ok = False
     if not ok:
         raise DropoutError(f"{where}: fill value {fill!r} cannot be represented exactly in "
-                           f"{dtype_label(dtype)}; choose another --fill")
+                           f"{dtype_label(dtype)}; choose another {fill_option}")
     return value

@@ -1,7 +1,11 @@
-"""Dropout on one tensor at a time, one chunk at a time: reader -> mask -> kernel -> writer.
+"""Run one planned tensor: read a chunk, take its keep bits, apply the kernel, count, write.
 
-``run_tensor`` is the one loop every entry point shares: in-memory arrays
-(``dropout``), files (``apply_file``) and Dask blocks all go through it.
+``run_tensor`` is the one loop every whole-tensor entry point shares: in-memory
+arrays (``dropout``) and files (``apply_file``).  ``dropout_block_counted``
+runs one rectangular block of a tensor from its position alone (a Dask block).
+The keep bits come from the plan's source, the values from ``kernel``, the
+counts and digest from ``stats``, the threads from ``threads``: this module
+only puts them in order.
 """
 
 from __future__ import annotations
@@ -12,105 +16,86 @@ from collections.abc import Callable
 import numpy as np
 
 from .dtypes import dtype_label
-from .errors import DropoutError
-from .kernel import FusedKernel, ValuePlan, apply_chunk, make_plan
-from .masks import (
-    MATERIALIZE_UNITS,
-    ArrayUnits,
-    UnitSource,
-    broadcast_drop,
-    mask_shape,
-    materialize,
-    slab_chunks,
-    unit_source,
-)
-from .params import DropoutParams
-from .pipeline import overlapped, resolve_threads
+from .errors import UsageError
+from .kernel import BLOCK, Kernel
+from .plan import TensorPlan, plan_tensor
 from .stats import TensorStats
-from .streams import effective_p as default_effective_p
+from .threads import BufferPool, ahead, overlapped, resolve_threads
+from .units import as_slices, broadcast_keep, keep_block, slab_chunks, replayed_mask
 
 CHUNK = 1 << 20  # elements per chunk; never changes a result, only memory and speed
+SEGMENT = 1 << 20  # units per keep-bit task of a worker thread
 
 Reader = Callable[[int, int, tuple], np.ndarray]  # (flat start, flat stop, slab index) -> flat
 Writer = Callable[[int, np.ndarray, tuple], None]  # (flat start, flat output, slab index)
-MaskSink = Callable[[int, np.ndarray], None]  # (unit start, dropped units)
+MaskSink = Callable[[int, np.ndarray], None]  # (unit start, keep bits)
 
 
-def effective_p(params: DropoutParams) -> float:
-    """The drop probability the chosen stream realises for p."""
-    if params.identity:
-        return 0.0
-    if params.rng == "torch":
-        if params.p >= 1.0:
-            return 1.0
-        q53 = math.ceil((1.0 - params.p) * 2.0**53)
-        return 1.0 - q53 / 2.0**53
-    return default_effective_p(params.p)
+def run_tensor(plan: TensorPlan, read: Reader, write: Writer, *, sliced: bool = False,
+               chunk: int = CHUNK, threads: int | None = None,
+               mask_sink: MaskSink | None = None) -> TensorStats:
+    """Apply a bound plan to one tensor, chunk by chunk, and return its statistics.
 
-
-def run_tensor(*, shape: tuple[int, ...], dtype: np.dtype, read: Reader, write: Writer,
-               params: DropoutParams, seed: int, file: str, tensor: str, where: str,
-               sliced: bool = False, mask: np.ndarray | None = None, torch_source=None,
-               memory_order: tuple | None = None, mask_sink: MaskSink | None = None,
-               chunk: int = CHUNK, plan: ValuePlan | None = None,
-               threads: int | None = None) -> TensorStats:
-    """Apply dropout to one tensor, chunk by chunk, and return its statistics.
-
-    ``read`` must serve C-order chunks; ``sliced`` says it needs the slab index
-    (a Fortran-order source), so chunks are hyperslabs.  ``mask`` is a replayed
-    keep mask (bool, broadcastable); ``memory_order`` is the axis order of the
-    data in memory, which only the torch stream looks at.  ``threads`` (default:
-    the usable cores) compute blocks in parallel and overlap ``read`` and
-    ``write`` with the compute; like ``chunk``, it never changes a result.
+    ``read`` serves C-order chunks (flat; the compute may overwrite them);
+    ``sliced`` says it needs the slab index (a Fortran-order source), so chunks
+    are hyperslabs.  ``threads`` (default: the usable cores) draw keep bits
+    ahead and overlap ``read`` and ``write`` with the compute; like ``chunk``,
+    it never changes a result.  ``mask_sink(u0, keep)`` sees every unit's keep
+    bit, in order.
     """
-    if params.identity:
-        stats = TensorStats(tensor, dtype_label(dtype), shape, None)
-        stats.extra.update({"scale": 1.0, "mode": params.mode})
-        for s, e, idx in _chunks(shape, chunk, sliced):
+    stats = TensorStats(plan.tensor, dtype_label(plan.dtype), plan.shape, plan.mask_shape)
+    if plan.identity:
+        stats.extra.update({"scale": 1.0, "mode": plan.params.mode})
+        for s, e, idx in _chunks(plan.shape, chunk, sliced):
             write(s, read(s, e, idx), idx)
         return stats
-    plan = plan or make_plan(params, dtype, where)
-    if mask is not None:
-        mshape, src = _replayed(mask, shape, where)
-    else:
-        mshape = mask_shape(shape, params, where)
-        src = unit_source(params, seed, file, tensor, math.prod(mshape), torch_source)
-    units = math.prod(mshape)
-    broadcast = mshape != tuple(shape)
-    if src.serial and (broadcast or memory_order is not None):
-        src = _serial_to_array(src, mshape, memory_order if not broadcast else None)
-    elif broadcast and units <= MATERIALIZE_UNITS and not isinstance(src, ArrayUnits):
-        src = materialize(src, units)
-    stats = TensorStats(tensor, dtype_label(dtype), shape, mshape)
-    stats.extra.update(plan.summary())
-    if broadcast:
-        for u0 in range(0, units, chunk):
-            d = src.drop(u0, min(units, u0 + chunk))
-            stats.add_units(d)
-            if mask_sink:
-                mask_sink(u0, d)
+    stats.extra.update(plan.values.summary())
+    src, kernel, units = plan.source, Kernel(plan.values), plan.units
     nthreads = resolve_threads(threads)
-    fused = None if broadcast else FusedKernel.make(src, plan, dtype, units)
-
-    def compute(s: int, e: int, idx, x: np.ndarray) -> np.ndarray:
-        if fused is not None:
-            out, overflow, drop = fused.apply(x, s, stats, nthreads, mask_sink is not None)
+    if plan.broadcast:
+        # the statistics walk the units in order; each element takes its unit's bit
+        for u0 in range(0, units, chunk):
+            keep = src.keep(u0, min(units, u0 + chunk))
+            stats.add_keep(keep)
             if mask_sink:
-                mask_sink(s, drop)
-        else:
-            if broadcast:
-                drop = broadcast_drop(src, mshape, shape, idx)
-            else:
-                drop = src.drop(s, e)
-                stats.add_units(drop)
-                if mask_sink:
-                    mask_sink(s, drop)
-            out, overflow = apply_chunk(x, drop, plan)
-        stats.overflow += overflow
-        return out
+                mask_sink(u0, keep)
 
-    chunks = _chunks(shape, chunk, sliced or broadcast)
-    if nthreads > 1 and math.prod(shape) > chunk:
+        def compute(s: int, e: int, idx, x: np.ndarray) -> np.ndarray:
+            x = _workable(x)
+            stats.overflow += kernel.apply(x, broadcast_keep(src, plan.mask_shape, plan.shape,
+                                                             idx))
+            return x
+        sliced = True
+    else:
+        cuts = (ab for s, e, _ in _chunks(plan.shape, chunk, sliced)
+                for ab in _cuts(s, e, nthreads))
+        bits = BufferPool(keep=4 * nthreads + 4)
+
+        def draw(ab: tuple[int, int]) -> tuple[int, int, np.ndarray]:
+            a, b = ab
+            return a, b, src.keep(a, b, out=bits.take(b - a, bool))
+
+        if nthreads > 1 and not src.serial and min(chunk, units) >= 2 * BLOCK:
+            pieces = len(_cuts(0, min(chunk, units), nthreads))
+            keeps = ahead(draw, cuts, workers=nthreads - 1, depth=2 * pieces)
+        else:
+            keeps = map(draw, cuts)
+
+        def compute(s: int, e: int, idx, x: np.ndarray) -> np.ndarray:
+            x = _workable(x)
+            pos = s
+            while pos < e:
+                a, b, keep = next(keeps)
+                stats.overflow += kernel.apply(x[a - s:b - s], keep)
+                stats.add_keep(keep)
+                if mask_sink:
+                    mask_sink(a, keep)
+                bits.give(keep)
+                pos = b
+            return x
+
+    chunks = _chunks(plan.shape, chunk, sliced)
+    if nthreads > 1 and math.prod(plan.shape) > chunk:
         overlapped(chunks, read, write, compute)  # read ahead and write behind, on threads
     else:
         for s, e, idx in chunks:
@@ -118,7 +103,14 @@ def run_tensor(*, shape: tuple[int, ...], dtype: np.dtype, read: Reader, write: 
     return stats
 
 
-def _chunks(shape, chunk, sliced):
+def _workable(x: np.ndarray) -> np.ndarray:
+    """A flat, contiguous, writeable chunk (the kernel works in place)."""
+    if not (x.flags.c_contiguous and x.flags.writeable):
+        x = np.array(x, order="C", copy=True)
+    return x.reshape(-1)
+
+
+def _chunks(shape: tuple[int, ...], chunk: int, sliced: bool):
     n = math.prod(shape)
     if sliced:
         yield from slab_chunks(shape, chunk)
@@ -127,29 +119,107 @@ def _chunks(shape, chunk, sliced):
             yield s, min(n, s + chunk), None
 
 
-def _serial_to_array(src: UnitSource, mshape: tuple, perm: tuple | None) -> ArrayUnits:
-    """Draw a serial stream's whole mask up front, in the order torch walks memory."""
-    units = math.prod(mshape)
-    drawn = src.drop(0, units)
-    if perm is not None:
-        mem_shape = tuple(mshape[k] for k in perm)
-        drawn = np.transpose(drawn.reshape(mem_shape), np.argsort(perm))
-    return ArrayUnits(np.ascontiguousarray(drawn).reshape(-1))
+def _cuts(start: int, stop: int, threads: int) -> list[tuple[int, int]]:
+    """Keep-bit tasks of [start, stop): at most SEGMENT units, inner cuts on BLOCK multiples,
+    one per worker thread when the range is large enough to share."""
+    n = stop - start
+    pieces = max(threads - 1 if n >= 2 * BLOCK else 1, -(-n // SEGMENT))
+    per = -(-n // pieces)
+    cuts = [start]
+    for k in range(1, pieces):
+        c = (start + k * per + BLOCK - 1) // BLOCK * BLOCK
+        if cuts[-1] < c < stop:
+            cuts.append(c)
+    cuts.append(stop)
+    return list(zip(cuts[:-1], cuts[1:], strict=True))
 
 
-def _replayed(mask: np.ndarray, shape: tuple, where: str) -> tuple[tuple, ArrayUnits]:
-    mask = np.asarray(mask)
-    if mask.dtype != bool:
-        if mask.dtype.kind in "iu" and np.isin(mask, (0, 1)).all():
-            mask = mask.astype(bool)
-        else:
-            raise DropoutError(f"{where}: mask must be bool (or 0/1 integers), got "
-                               f"{dtype_label(mask.dtype)}")
-    if mask.ndim > len(shape):
-        raise DropoutError(f"{where}: mask of shape {list(mask.shape)} has more dimensions than "
-                           f"the tensor {list(shape)}")
-    mshape = (1,) * (len(shape) - mask.ndim) + mask.shape
-    if any(m not in (1, d) for m, d in zip(mshape, shape, strict=True)):
-        raise DropoutError(f"{where}: mask of shape {list(mask.shape)} does not broadcast to the "
-                           f"tensor's shape {list(shape)}")
-    return tuple(mshape), ArrayUnits(~mask.reshape(-1))
+# ----------------------------------------------------------------------------- blocks
+
+
+def dropout_block(block: np.ndarray, location: tuple, full_shape: tuple[int, ...],
+                  params, seed: int, file: str = "", tensor: str = "", *,
+                  plan: TensorPlan | None = None, dropped: np.ndarray | None = None,
+                  chunk_size: int = CHUNK) -> np.ndarray:
+    """The output of ``dropout(full, ...)`` at ``location``, from the block ``full[location]``.
+
+    ``location`` is a tuple of slices or the block's first index.  ``plan``
+    (``plan_tensor(...).bind()``) saves re-deriving the per-tensor constants,
+    and for ``exact_count`` the global threshold, in every block.  ``dropped``
+    gives the block's decisions from a replayed mask.  Never modifies ``block``.
+
+    >>> x = np.arange(1.0, 61.0).reshape(6, 10)
+    >>> from dropout_core import DropoutParams, dropout
+    >>> whole = dropout(x, 0.5, seed=3, file="x.npy")
+    >>> part = dropout_block(x[2:5, 3:9], (slice(2, 5), slice(3, 9)), x.shape,
+    ...                      DropoutParams(p=0.5), 3, "x.npy", "")
+    >>> bool((part == whole[2:5, 3:9]).all())
+    True
+    """
+    return dropout_block_counted(block, location, full_shape, params, seed, file, tensor,
+                                 plan=plan, dropped=dropped, chunk_size=chunk_size)[0]
+
+
+def dropout_block_counted(block: np.ndarray, location: tuple, full_shape: tuple[int, ...],
+                          params, seed: int, file: str = "", tensor: str = "", *,
+                          plan: TensorPlan | None = None, dropped: np.ndarray | None = None,
+                          chunk_size: int = CHUNK) -> tuple[np.ndarray, int]:
+    """Like ``dropout_block``; also returns the block's overflow count (for the stats)."""
+    block = np.asarray(block)
+    # With ``dropped`` the decisions come with the block; a 0-d stand-in mask only tells
+    # plan_tensor not to set up a stream.
+    tp = plan or plan_tensor(full_shape, block.dtype, params, seed, file, tensor,
+                             mask=None if dropped is None else np.ones((), bool))
+    tp = tp.bind()
+    if tp.dtype != block.dtype or tuple(full_shape) != tp.shape:
+        raise UsageError(f"{tp.where}: block of {dtype_label(block.dtype)} for a tensor of "
+                         f"shape {list(full_shape)}, planned as {dtype_label(tp.dtype)} "
+                         f"{list(tp.shape)}")
+    location = as_slices(tuple(location), block.shape)
+    if any(s.start < 0 or s.stop > d for s, d in zip(location, tp.shape, strict=True)):
+        raise UsageError(f"{tp.where}: block {location!r} lies outside the tensor's shape "
+                         f"{list(tp.shape)}")
+    out = np.array(block, order="C", copy=True)
+    if tp.identity or out.size == 0:
+        return out, 0
+    if dropped is not None:
+        keep = ~np.broadcast_to(np.asarray(dropped, dtype=bool), out.shape)
+    elif tp.source is None:
+        raise UsageError(f"{tp.where}: this plan replays a mask; pass the block's part "
+                         "of it as dropped=")
+    else:
+        uloc = tuple(slice(0, 1) if m == 1 else sl
+                     for sl, m in zip(location, tp.mask_shape, strict=True))
+        keep = np.broadcast_to(keep_block(tp.source, tp.mask_shape, uloc), out.shape)
+    flat, keep = out.reshape(-1), np.ascontiguousarray(keep).reshape(-1)
+    kernel = Kernel(tp.values)
+    overflow = 0
+    for s in range(0, flat.size, chunk_size):
+        e = min(flat.size, s + chunk_size)
+        overflow += kernel.apply(flat[s:e], keep[s:e])
+    return out, overflow
+
+
+def mask_stats(tp: TensorPlan, mask: np.ndarray | None = None, overflow: int = 0,
+               chunk: int = CHUNK) -> dict:
+    """The tensor's statistics, as ``dropout(..., return_stats=True)`` reports them.
+
+    Counts and the mask digest depend only on the mask, never on the data, so
+    this walks the keep source (or the replayed ``mask``) in order; ``overflow``
+    is the sum of the blocks' overflow counts.
+    """
+    stats = TensorStats(tp.tensor, dtype_label(tp.dtype), tp.shape, tp.mask_shape)
+    if tp.identity:
+        stats.extra.update({"scale": 1.0, "mode": tp.params.mode})
+    else:
+        from .units import HeldMask
+
+        src = HeldMask(replayed_mask(mask, tp.shape, tp.where)[1]) if mask is not None \
+            else tp.bind().source
+        stats.extra.update(tp.values.summary())
+        for u0 in range(0, tp.units, chunk):
+            stats.add_keep(src.keep(u0, min(tp.units, u0 + chunk)))
+        stats.overflow = int(overflow)
+    d = stats.as_dict()
+    d["seed"] = tp.seed
+    return d

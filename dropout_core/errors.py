@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 
 class DropoutError(ValueError):
     """Bad data, a bad file or bad parameters.
@@ -45,3 +47,18 @@ def escape_name(name: str) -> str:
         else:
             out.append(ch)
     return "'" + "".join(out).replace("'", "\\'") + "'"
+
+
+def os_reason(exc: OSError) -> str:
+    """An OSError in a few words: the reason, without errno numbers or paths."""
+    if exc.errno == errno.ENOSPC:
+        return "no space left on device"
+    if exc.errno == errno.EFBIG:
+        return "file too large"
+    return exc.strerror or str(exc)
+
+
+def where(file: str, tensor: str) -> str:
+    """'file: tensor NAME' for messages about an array or a file's tensor ('array' unnamed)."""
+    return (escape_name(file) if file else "array") + (f": tensor {escape_name(tensor)}"
+                                                       if tensor else "")

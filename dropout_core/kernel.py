@@ -1,28 +1,40 @@
-"""The dropout arithmetic on one chunk: scale, fill and dtype rules; no I/O.
+"""The dropout arithmetic: a chunk and its keep bits in, output values out.
 
-Narrow floats (float16, bfloat16, float8) are computed in float32 and rounded
-once to nearest even; float64 and complex are computed in their own dtype.
-A dropped element is exactly the fill value, whatever the input held.
+Scale, fill and dtype rules, nothing else: no random numbers, no threads, no
+statistics, no I/O.  Narrow floats (float16, bfloat16, float8) are computed in
+float32 and rounded once to nearest even; float64 and complex are computed in
+their own dtype.  A dropped element is exactly the fill value, whatever the
+input held.
+
+``apply_chunk`` is the reference; ``Kernel`` computes the same bits with fewer
+passes (bit selects, and a table of every 8- and 16-bit float's scaled value),
+which tests/test_stream_invariance.py pins.
 """
 
 from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-from .dtypes import cast_fill, compute_dtype, dtype_label, is_floating
+from .dtypes import cast_fill, compute_dtype, dtype_label, is_floating, is_ml_float
 from .errors import DropoutError
-from .params import ALPHA_PRIME, DropoutParams
+from .params import DropoutParams
 
 
 @dataclass(frozen=True)
 class ValuePlan:
-    """How one tensor's values change, fixed before its first chunk."""
+    """How one tensor's values change, fixed before its first chunk.
 
-    kind: str  # "mask", "scale", "alpha", "torch", "torch-alpha", "torch-zero"
+    ``kind``: "mask" (dropped -> fill), "scale" (kept * scale), "alpha" (kept
+    a*x + b), or "custom": ``fn(x, keep)`` computes the output (a stream's own
+    value rules, such as torch's rounding).
+    """
+
+    kind: str
     dtype: np.dtype
     cdtype: np.dtype
     p: float
@@ -30,11 +42,12 @@ class ValuePlan:
     scale: np.generic | None = None  # in cdtype
     a: np.generic | None = None
     b: np.generic | None = None
+    fn: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
 
     def summary(self) -> dict:
         """The numbers the stats report for this tensor."""
         out: dict = {"scale": None if self.scale is None else _number(self.scale)}
-        if self.kind in ("alpha", "torch-alpha"):
+        if self.a is not None:
             out["alpha_a"], out["alpha_b"] = _number(self.a), _number(self.b)
         if self.fill is not None:
             out["fill"] = _jsonable(self.fill)
@@ -56,28 +69,14 @@ def _jsonable(v: np.ndarray) -> float | int | bool | str | None:
     return item
 
 
-def make_plan(params: DropoutParams, dtype: np.dtype, where: str) -> ValuePlan:
-    """Check that ``dtype`` can take this dropout and fix the constants."""
+def value_plan(params: DropoutParams, dtype: np.dtype, where: str) -> ValuePlan:
+    """Check that ``dtype`` can take this dropout and fix the constants (the default rules)."""
     cd = compute_dtype(dtype)
-    floating = is_floating(dtype)
-    if params.rng == "torch":
-        from .torch_stream import torch_scale
-
-        allowed = {"float16", "bfloat16", "float32", "float64"}
-        if dtype_label(dtype) not in allowed:
-            raise DropoutError(f"{where}: rng torch supports {', '.join(sorted(allowed))}, "
-                               f"not {dtype_label(dtype)}")
-        if params.p >= 1.0:
-            return ValuePlan("torch-zero", dtype, cd, params.p)
-        if params.is_alpha:
-            a = 1.0 / math.sqrt((ALPHA_PRIME**2 * params.p + 1) * (1 - params.p))
-            return ValuePlan("torch-alpha", dtype, cd, params.p, a=cd.type(a),
-                             b=cd.type(ALPHA_PRIME * a * params.p))
-        return ValuePlan("torch", dtype, cd, params.p, scale=torch_scale(params.p, dtype))
-    if not floating and (params.scale or params.is_alpha):
+    if not is_floating(dtype) and (params.scale or params.is_alpha):
         what = "alpha dropout" if params.is_alpha else "scaling by 1/(1-p)"
         raise DropoutError(f"{where}: {dtype_label(dtype)} tensor cannot take {what}; use "
-                           "--no-scale to mask it without scaling, or --exclude it")
+                           f"{params.say('no_scale')} to mask it without scaling, or "
+                           f"{params.say('exclude')} it")
     if params.is_alpha:
         # The dropped value is a*d + b, rounded to the dtype like every alpha output.
         d = params.fill_value()
@@ -86,7 +85,7 @@ def make_plan(params: DropoutParams, dtype: np.dtype, where: str) -> ValuePlan:
         a, b = params.alpha_affine()
         dropped = np.array(a * d + b, dtype=np.float64).astype(dtype)
         return ValuePlan("alpha", dtype, cd, params.p, fill=dropped, a=cd.type(a), b=cd.type(b))
-    fill = cast_fill(params.fill_value(), dtype, where)
+    fill = cast_fill(params.fill_value(), dtype, where, params.say("fill"))
     s = params.scale_factor()
     if s is None:
         return ValuePlan("mask", dtype, cd, params.p, fill=fill)
@@ -114,7 +113,7 @@ def _overflow(bad_in: np.ndarray | None, out: np.ndarray, drop: np.ndarray) -> i
 
 
 def apply_chunk(x: np.ndarray, drop: np.ndarray, plan: ValuePlan) -> tuple[np.ndarray, int]:
-    """Apply drop decisions (bool, same length as flat ``x``) to a chunk.
+    """Apply drop decisions (bool, same length as flat ``x``) to a chunk: the reference.
 
     Returns (output chunk in ``plan.dtype``, overflow count).  May reuse ``x``'s
     memory for the output.
@@ -125,76 +124,54 @@ def apply_chunk(x: np.ndarray, drop: np.ndarray, plan: ValuePlan) -> tuple[np.nd
         np.copyto(out, plan.fill, where=drop)
         return out, 0
     bad_in = _nonfinite(x)
-    if kind == "scale":
-        with np.errstate(over="ignore", invalid="ignore"):
+    with np.errstate(over="ignore", invalid="ignore"):
+        if kind == "scale":
             if x.dtype == plan.cdtype:
                 out = np.multiply(x, plan.scale, out=x)
             else:
                 out = (x.astype(plan.cdtype) * plan.scale).astype(plan.dtype)
-        np.copyto(out, plan.fill, where=drop)
-        return out, _overflow(bad_in, out, drop)
-    if kind == "alpha":
-        with np.errstate(over="ignore", invalid="ignore"):
+            np.copyto(out, plan.fill, where=drop)
+        elif kind == "alpha":
             v = x.astype(plan.cdtype) * plan.a
             v += plan.b
             out = v.astype(plan.dtype)
-        np.copyto(out, plan.fill, where=drop)
-        return out, _overflow(bad_in, out, drop)
-    from . import torch_stream
-
-    if kind == "torch-zero":
-        with np.errstate(invalid="ignore"):
-            out = (x.astype(plan.cdtype) * plan.cdtype.type(0)).astype(plan.dtype)
-        return out, 0
-    with np.errstate(over="ignore", invalid="ignore"):
-        if kind == "torch":
-            out = torch_stream.torch_dropout_values(x, ~drop, plan.p)
+            np.copyto(out, plan.fill, where=drop)
         else:
-            out = torch_stream.torch_alpha_values(x, ~drop, plan.p)
+            out = plan.fn(x, ~drop)
     return out, _overflow(bad_in, out, drop)
 
 
 # ----------------------------------------------------------------------------- the fast path
-#
-# The default stream fused with the arithmetic and the statistics, block by block,
-# on threads.  It gives the bits, counts, digest and overflow of the path above
-# (tests/test_invariance.py and tests/test_stream_invariance.py pin that); it only
-# avoids the passes and temporaries, and spreads the blocks over the cores.
 
-BLOCK = 1 << 18  # units per block of arithmetic: small enough for the cache, big enough
-# that each NumPy call outlasts the hand-over of the GIL between the threads
-SEGMENT = 1 << 20  # units per task of a producer thread: the keep bits it draws at once
-_M32 = 1 << 32
+BLOCK = 1 << 18  # elements per block of arithmetic: small enough for the cache, big enough
+# that each NumPy call outlasts a hand-over of the GIL between threads
 
 
-class FusedKernel:
-    """Drop decisions of a KeepStream applied to chunks in place, with their statistics.
+class Kernel:
+    """One tensor's value rule, applied in place to a chunk and its keep bits.
 
-    ``mode`` says how values change:  "mul" (x * scale in the compute dtype),
+    ``mode`` says how values change: "mul" (x * scale in the compute dtype),
     "lut" (16- and 8-bit floats: a table of every bit pattern's scaled result),
-    "mask" (no arithmetic), "generic" (apply_chunk on each block).
+    "mask" (no arithmetic), "generic" (``apply_chunk`` on each block).  All
+    give ``apply_chunk``'s bits and overflow counts.
     """
 
-    def __init__(self, stream, p: float, plan: ValuePlan, dtype: np.dtype) -> None:
-        from .streams import threshold
-
-        self.key, self.tie_seed = stream.key, stream.tie_seed
-        self.t = threshold(p)
+    def __init__(self, plan: ValuePlan) -> None:
         self.plan = plan
-        self.dtype = np.dtype(dtype)
+        self.dtype = dtype = np.dtype(plan.dtype)
         self.mode = "generic"
-        size = self.dtype.itemsize
+        size = dtype.itemsize
         self.ity = np.dtype(f"i{size}") if size in (1, 2, 4, 8) else None
         self.fill_bits = None
-        if plan.fill is not None and self.ity is not None and plan.fill.dtype == self.dtype:
+        if plan.fill is not None and self.ity is not None and plan.fill.dtype == dtype:
             self.fill_bits = self.ity.type(np.asarray(plan.fill).reshape(()).view(self.ity))
-        if plan.kind == "mask" and self.fill_bits is not None and self.dtype.kind != "O":
+        if plan.kind == "mask" and self.fill_bits is not None and dtype.kind != "O":
             self.mode = "mask"
         elif plan.kind == "scale" and self.fill_bits is not None:
-            if self.dtype == plan.cdtype and self.dtype.kind == "f" and size in (4, 8) \
-                    and self.dtype.isnative:
+            if dtype == plan.cdtype and dtype.kind == "f" and size in (4, 8) and dtype.isnative:
                 self.mode = "mul"
-            elif _is_ml_float(self.dtype, size) and (size == 1 or self.dtype.isnative):
+            elif size in (1, 2) and is_floating(dtype) and dtype.kind != "c" \
+                    and (size == 1 or dtype.isnative):
                 self._make_table()
                 self.mode = "lut"
 
@@ -217,156 +194,26 @@ class FusedKernel:
         self.abs_mask = (~sign).astype(uty)
         self.overflow_from = int(hit.min()) if hit.size else None
 
-    @staticmethod
-    def make(src, plan: ValuePlan, dtype: np.dtype, units: int | None = None) -> FusedKernel | None:
-        """The fast path for this unit source and plan, or None to take the general one.
-
-        ``units`` (the tensor's size) lets the kernel draw the next chunk's keep
-        bits ahead, on another thread, while this chunk's values are computed.
-        """
-        from .masks import StreamUnits
-        from .streams import KeepStream
-
-        if type(src) is not StreamUnits or type(src.stream) is not KeepStream:
-            return None
-        if plan.kind not in ("mask", "scale", "alpha"):
-            return None
-        k = FusedKernel(src.stream, src.p, plan, dtype)
-        k.units = units
-        return k
-
-    # -- one chunk ------------------------------------------------------------------------
-    #
-    # Two stages.  The keep bits of units [a, b) depend on nothing but (key, a, b),
-    # so worker threads draw them ahead: the segments of this chunk and, once it is
-    # running, of the next one.  The calling thread turns them into values and
-    # statistics, in order.  Few, long NumPy calls per thread keep the GIL quiet.
-
-    units: int | None = None
-    _pending: dict | None = None
-
-    def apply(self, x: np.ndarray, start: int, stats, threads: int,
-              want_drop: bool = False) -> tuple[np.ndarray, int, np.ndarray | None]:
-        """Apply units ``[start, start + x.size)`` to flat ``x`` in place.
-
-        Updates ``stats`` (counts and digest, in order) and returns (x, overflow,
-        dropped or None).
-        """
-        if not (x.flags.c_contiguous and x.flags.writeable):
-            x = np.ascontiguousarray(x).copy()
-        x = x.reshape(-1)
+    def apply(self, x: np.ndarray, keep: np.ndarray) -> int:
+        """Turn flat, contiguous, writeable ``x`` into the output in place; returns overflow."""
         n = x.size
-        stop = start + n
-        ahead = threads > 1 and n >= 2 * BLOCK
-        keeps = [self._keep_job((a, b)) if not ahead else self._submitted(a, b, threads)
-                 for a, b in self._cuts(start, stop, threads)]
-        if ahead and self.units is not None and stop < self.units:
-            nxt = self._cuts(stop, min(self.units, stop + n), threads)
-            self._pending = {ab: self._pending.pop(ab, None) or self._submit(ab, threads)
-                             for ab in nxt}
+        if self.mode == "generic" and n <= BLOCK:
+            return self._generic(x, keep)
+        buf = _scratch()
         overflow = 0
-        drops = [] if want_drop else None
-        digest = stats.digest
-        buf = _scratch(min(n, SEGMENT))
         with np.errstate(over="ignore", invalid="ignore"):
-            for job in keeps:
-                a, b, keep = job.result() if ahead else job
-                n_seg = b - a
-                kept = int(np.count_nonzero(keep))
-                stats.dropped_units += n_seg - kept
-                m8 = np.negative(keep.view(np.int8), out=buf.m8[:n_seg])  # kept -> -1
-                xs = x[a - start:b - start]
-                for s in range(0, n_seg, BLOCK):
-                    e = min(n_seg, s + BLOCK)
-                    overflow += self._values(xs[s:e], keep[s:e], m8[s:e], buf)
-                # the digest: whole bytes from the first multiple of 8 to the last
-                a8 = min(b, -(-a // 8) * 8)
-                b8 = max(a8, b // 8 * 8)
-                if a8 > a:
-                    digest.update(~keep[:a8 - a])
-                if b8 > a8:
-                    digest.update_packed(np.packbits(keep[a8 - a:b8 - a], bitorder="little"))
-                if b > b8:
-                    digest.update(~keep[b8 - a:])
-                if want_drop:
-                    drops.append(~keep)
-                self._give(keep)
-        return x, overflow, (np.concatenate(drops) if want_drop else None)
+            for s in range(0, n, BLOCK):
+                e = min(n, s + BLOCK)
+                kb = keep[s:e]
+                m8 = np.negative(kb.view(np.int8), out=buf.m8[:e - s])  # kept -> -1
+                overflow += self._values(x[s:e], kb, m8, buf)
+        return overflow
 
-    @staticmethod
-    def _cuts(start: int, stop: int, threads: int) -> list[tuple[int, int]]:
-        """Segments of [start, stop): at most SEGMENT units, inner cuts on BLOCK multiples."""
-        n = stop - start
-        # one segment per producer thread (the calling thread consumes), or more
-        # when the chunk is larger than SEGMENT
-        pieces = max(threads - 1 if n >= 2 * BLOCK else 1, -(-n // SEGMENT))
-        per = -(-n // pieces)
-        cuts = [start]
-        for k in range(1, pieces):
-            c = (start + k * per + BLOCK - 1) // BLOCK * BLOCK
-            if cuts[-1] < c < stop:
-                cuts.append(c)
-        cuts.append(stop)
-        return list(zip(cuts[:-1], cuts[1:], strict=True))
-
-    def _submit(self, ab: tuple[int, int], threads: int):
-        from .pipeline import pool
-
-        return pool(max(1, threads - 1)).submit(self._keep_job, ab)
-
-    def _submitted(self, a: int, b: int, threads: int):
-        if self._pending is None:
-            self._pending = {}
-        return self._pending.pop((a, b), None) or self._submit((a, b), threads)
-
-    def _take(self, n: int) -> np.ndarray:
-        free = self.__dict__.setdefault("_free", [])
-        while True:
-            try:
-                buf = free.pop()  # atomic: producers on several threads may race here
-            except IndexError:
-                return np.empty(max(n, SEGMENT), dtype=bool)[:n]
-            if buf.size >= n:
-                return buf[:n]
-
-    def _give(self, keep: np.ndarray) -> None:
-        free = self.__dict__.setdefault("_free", [])
-        if len(free) < 8:
-            free.append(keep.base if keep.base is not None else keep)
-
-    def _keep_job(self, ab: tuple[int, int]) -> tuple[int, int, np.ndarray]:
-        """Keep bits of units [a, b), drawn block by block (warm 128 KiB word draws);
-        the ties of the whole segment are refined at once."""
-        from .streams import WordCursor, splitmix64, stream_bytes
-
-        a, b = ab
-        keep = self._take(b - a)
-        t = self.t
-        if not 0 < t < _M32:
-            keep[...] = t <= 0
-            return a, b, keep
-        t_hi, t_lo = t >> 24, t & 0xFFFFFF
-        eq = _scratch(0).eq
-        cursor = WordCursor(self.key, a // 8)
-        ties = []
-        s = a
-        while s < b:
-            e = min(b, (s // BLOCK + 1) * BLOCK)
-            bb = stream_bytes(cursor.take((e + 7) // 8 - s // 8), s, e)
-            kb = keep[s - a:e - a]
-            if t_lo:
-                np.greater(bb, t_hi, out=kb)
-                tb = np.flatnonzero(np.equal(bb, t_hi, out=eq[:e - s]))
-                if tb.size:
-                    ties.append(tb + (s - a))
-            else:  # a tie's draw is >= 0: always kept
-                np.greater_equal(bb, t_hi, out=kb)
-            s = e
-        if ties:
-            tie = np.concatenate(ties) if len(ties) > 1 else ties[0]
-            r = splitmix64(self.tie_seed, tie + a) >> np.uint64(40)
-            keep[tie[r >= np.uint64(t_lo)]] = True
-        return a, b, keep
+    def _generic(self, xb: np.ndarray, keep: np.ndarray) -> int:
+        out, ovf = apply_chunk(xb, ~keep, self.plan)
+        if out is not xb:
+            np.copyto(xb, out.reshape(xb.shape))
+        return ovf
 
     def _values(self, xb: np.ndarray, keep: np.ndarray, m8: np.ndarray, buf) -> int:
         """x -> output in place for one block; returns its overflow count."""
@@ -394,10 +241,7 @@ class FusedKernel:
             self._select(looked.view(self.dtype), xb, m8)
             return ovf
         # generic (and the rare block of "mul" with inf or nan): the reference arithmetic
-        out, ovf = apply_chunk(xb, ~keep, self.plan)
-        if out is not xb:
-            np.copyto(xb, out)
-        return ovf
+        return self._generic(xb, keep)
 
     def _select(self, val: np.ndarray, xb: np.ndarray, m8: np.ndarray) -> None:
         """xb = val where kept (m8 == -1), the fill value where dropped: bit operations."""
@@ -408,19 +252,11 @@ class FusedKernel:
             np.bitwise_or(out, np.bitwise_and(np.invert(m8), self.fill_bits), out=out)
 
 
-def _is_ml_float(dtype: np.dtype, size: int) -> bool:
-    from .dtypes import is_floating
-
-    return size in (1, 2) and is_floating(dtype) and dtype.kind != "c"
-
-
 class _Scratch:
-    """One thread's work arrays, reused segment after segment."""
+    """One thread's work arrays, reused block after block."""
 
-    def __init__(self, n: int) -> None:
-        self.size = n
-        self.m8 = np.empty(n, dtype=np.int8)
-        self.eq = np.empty(BLOCK, dtype=bool)
+    def __init__(self) -> None:
+        self.m8 = np.empty(BLOCK, dtype=np.int8)
         self._raw = np.empty(BLOCK * 8, dtype=np.uint8)
 
     def values(self, dtype: np.dtype, n: int) -> np.ndarray:
@@ -430,8 +266,8 @@ class _Scratch:
 _tls = threading.local()
 
 
-def _scratch(n: int) -> _Scratch:
+def _scratch() -> _Scratch:
     buf = getattr(_tls, "buf", None)
-    if buf is None or buf.size < n or buf.eq.size < BLOCK:
-        buf = _tls.buf = _Scratch(max(n, SEGMENT))
+    if buf is None:
+        buf = _tls.buf = _Scratch()
     return buf

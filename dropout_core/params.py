@@ -13,6 +13,30 @@ RNGS = ("default", "torch")
 # SELU's alpha * scale: alpha' in torch's AlphaDropout (specs/torch-cpu-dropout.md, section 6)
 ALPHA_PRIME = 1.7580993408473766
 
+# How each interface names the options its messages mention: the library speaks
+# Python's keyword arguments, the command line its flags.
+_SAY = {
+    "python": {"rng_torch": "rng='torch'", "exact_count": "exact_count",
+               "share_axes": "share_axes", "fill": "fill", "no_scale": "scale=False",
+               "exclude": "exclude", "force": "force=True", "inplace": "inplace=True",
+               "seed": "seed", "p": "p", "mask_in": "mask_in", "channel_axis": "channel_axis",
+               "variant": "variant", "tensor": "tensors="},
+    "cli": {"rng_torch": "--rng torch", "exact_count": "--exact-count",
+            "share_axes": "--share-axes", "fill": "--fill", "no_scale": "--no-scale",
+            "exclude": "--exclude", "force": "--force", "inplace": "--inplace",
+            "seed": "--seed", "p": "-p", "mask_in": "--mask-in",
+            "channel_axis": "--channel-axis", "variant": "--variant", "tensor": "--tensor"},
+}
+
+
+def say(option: str, interface: str = "python") -> str:
+    """An option's name as ``interface`` ("python" or "cli") spells it in a message.
+
+    >>> say("no_scale"), say("no_scale", "cli")
+    ('scale=False', '--no-scale')
+    """
+    return _SAY[interface][option]
+
 
 @dataclass(frozen=True)
 class DropoutParams:
@@ -31,6 +55,8 @@ class DropoutParams:
     share_axes: tuple[int, ...] = field(default_factory=tuple)
     exact_count: bool = False
     rng: str = "default"
+    # which interface's option names messages use ("python" or "cli"); not a result
+    interface: str = field(default="python", compare=False, repr=False)
 
     def __post_init__(self) -> None:
         p = self.p
@@ -38,23 +64,41 @@ class DropoutParams:
                 or not 0.0 <= p <= 1.0:
             raise UsageError(f"p must be a number with 0 <= p <= 1, got {p!r}")
         object.__setattr__(self, "p", float(p))
+        if self.interface not in _SAY:
+            raise UsageError(f"interface must be one of {', '.join(_SAY)}, got {self.interface!r}")
         for name, allowed in (("mode", MODES), ("variant", VARIANTS), ("rng", RNGS)):
             if getattr(self, name) not in allowed:
                 raise UsageError(f"{name} must be one of {', '.join(allowed)}, "
                                  f"got {getattr(self, name)!r}")
         object.__setattr__(self, "share_axes", tuple(int(a) for a in self.share_axes))
         if self.share_axes and self.variant in ("channel", "feature-alpha"):
-            raise UsageError("share_axes and the channel variants both set the mask shape; "
-                             "give one of them")
+            raise UsageError(f"{self.say('share_axes')} and the channel variants both set the "
+                             "mask shape; give one of them")
         if self.fill is not None and isinstance(self.fill, bool):
             object.__setattr__(self, "fill", float(self.fill))
+        check = getattr(self.stream_module(), "check_params", None)
+        if check is not None:
+            check(self)
+
+    def say(self, option: str) -> str:
+        """The option's name in this interface's words (for messages)."""
+        return say(option, self.interface)
+
+    @property
+    def stream(self) -> str:
+        """Which random stream draws the masks (a key of ``streams.REGISTRY``)."""
         if self.rng == "torch":
-            if self.exact_count or self.share_axes:
-                raise UsageError("rng='torch' reproduces torch's own functions; exact_count and "
-                                 "share_axes have no torch counterpart")
-            if self.fill is not None or not self.scale:
-                raise UsageError("rng='torch' computes exactly what torch does; fill and "
-                                 "scale=False are not available with it")
+            return "torch"
+        return "exact" if self.exact_count else "default"
+
+    def stream_module(self):
+        from .streams import stream_module
+
+        return stream_module(self.stream)
+
+    def effective_p(self) -> float:
+        """The drop probability the chosen stream realises for p (0 for the identity)."""
+        return 0.0 if self.identity else self.stream_module().effective_p(self.p)
 
     @property
     def is_alpha(self) -> bool:
@@ -91,3 +135,8 @@ class DropoutParams:
         d, p = self.fill_value(), self.p
         a = 1.0 / math.sqrt((1.0 - p) * (1.0 + p * d * d))
         return a, -a * p * d
+
+
+def effective_p(params: DropoutParams) -> float:
+    """The drop probability ``params``' stream realises (0 for eval mode or p = 0)."""
+    return params.effective_p()

@@ -1,4 +1,7 @@
-"""Mask statistics, accumulated chunk by chunk: counts, overflow and a digest of the mask."""
+"""Mask statistics, accumulated chunk by chunk: counts, overflow and a digest of the mask.
+
+Gathered beside the kernel, from the same keep bits, in unit order.
+"""
 
 from __future__ import annotations
 
@@ -21,25 +24,16 @@ class MaskDigest:
         self._carry = np.zeros(0, dtype=bool)
 
     def update(self, dropped: np.ndarray) -> None:
-        keep = ~np.asarray(dropped, dtype=bool).reshape(-1)
+        """The next units' drop decisions (bool, any shape, in C order)."""
+        self.update_keep(~np.asarray(dropped, dtype=bool).reshape(-1))
+
+    def update_keep(self, keep: np.ndarray) -> None:
+        """The next units' keep bits (bool, flat), as the fast path holds them."""
         if self._carry.size:
             keep = np.concatenate([self._carry, keep])
         whole = keep.size - keep.size % 8
         self._h.update(np.packbits(keep[:whole], bitorder="little").tobytes())
         self._carry = keep[whole:].copy()
-
-    def update_packed(self, packed: np.ndarray) -> None:
-        """Whole bytes of keep bits (little bit order), at a byte boundary of the mask.
-
-        The fast path packs on worker threads; this only hashes, in order.
-        """
-        if self._carry.size:
-            raise ValueError("update_packed needs a byte boundary; use update")
-        self._h.update(packed)
-
-    @property
-    def at_byte_boundary(self) -> bool:
-        return not self._carry.size
 
     def hexdigest(self) -> str:
         h = self._h.copy()
@@ -63,9 +57,10 @@ class TensorStats:
         self.extra: dict = {}
         self.status = "processed"
 
-    def add_units(self, dropped: np.ndarray) -> None:
-        self.dropped_units += int(np.count_nonzero(dropped))
-        self.digest.update(dropped)
+    def add_keep(self, keep: np.ndarray) -> None:
+        """The next units' keep bits (bool, flat, in unit order)."""
+        self.dropped_units += keep.size - int(np.count_nonzero(keep))
+        self.digest.update_keep(keep)
 
     def as_dict(self) -> dict:
         per_unit = self.numel // self.units if self.units else 0
@@ -105,3 +100,33 @@ def totals(tensors: list[dict]) -> dict:
         "drop_fraction": dropped / numel if numel else 0.0,
         "overflow": sum(t["overflow"] for t in done),
     }
+
+
+def run_header(params, seed: int | None) -> dict:
+    """The run-level part of the stats document."""
+    from . import __version__
+
+    return {
+        "tool": "tensor-dropout",
+        "version": __version__,
+        "p": params.p,
+        "effective_p": params.effective_p(),
+        "seed": seed,
+        "mode": params.mode,
+        "variant": params.variant,
+        "rng": params.rng,
+        "scale": params.scale,
+        "fill": params.fill_value(),
+        "exact_count": params.exact_count,
+        "share_axes": list(params.share_axes),
+        "channel_axis": params.channel_axis,
+    }
+
+
+def sum_totals(files: list[dict]) -> dict:
+    """The run's totals over its files' totals."""
+    keys = ("tensors", "processed", "skipped", "numel", "kept", "dropped", "overflow")
+    out = {k: sum(f["totals"][k] for f in files) for k in keys}
+    out["files"] = len(files)
+    out["drop_fraction"] = out["dropped"] / out["numel"] if out["numel"] else 0.0
+    return out

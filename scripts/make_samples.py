@@ -16,7 +16,8 @@ import ml_dtypes
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from dropout_core import npy, safetensors_file  # noqa: E402
+from dropout_core.formats import npy  # noqa: E402
+from dropout_core.formats import safetensors as safetensors_file  # noqa: E402
 
 OUT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "samples")
 

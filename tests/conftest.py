@@ -12,7 +12,8 @@ from click.testing import CliRunner
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from dropout_core import npy, safetensors_file  # noqa: E402
+from dropout_core.formats import npy  # noqa: E402
+from dropout_core.formats import safetensors as safetensors_file  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLES = os.path.join(ROOT, "samples")

@@ -10,7 +10,7 @@ import pytest
 from conftest import binomial_bounds
 
 from dropout_core import ALPHA_PRIME, DropoutError, DropoutParams, UsageError, dropout
-from dropout_core.streams import KeepStream
+from dropout_core.streams.default import KeepStream
 
 BF16 = ml_dtypes.bfloat16
 FLOATS = [np.float16, BF16, np.float32, np.float64]
@@ -48,7 +48,7 @@ def test_dropped_elements_are_exactly_the_fill_even_for_nan_and_inf(dtype):
     x = np.full(4096, np.nan, dtype=np.float32).astype(dtype)
     x[::3] = np.inf
     y = dropout(x, 0.5, seed=3, fill=-2.0)
-    drop = KeepStream(3, "", "").drop(0, x.size, 0.5)
+    drop = ~KeepStream(3, "", "", 0.5).keep(0, x.size)
     assert (y[drop].astype(np.float64) == -2.0).all()
     kept_in, kept_out = x[~drop].astype(np.float64), y[~drop].astype(np.float64)
     assert (np.isnan(kept_out) == np.isnan(kept_in)).all()
@@ -59,7 +59,7 @@ def test_dropped_elements_are_exactly_the_fill_even_for_nan_and_inf(dtype):
 def test_survivors_scaled_by_float32_reciprocal(p):
     x = np.random.default_rng(1).standard_normal(10_000).astype(np.float32)
     y = dropout(x, p, seed=2)
-    drop = KeepStream(2, "", "").drop(0, x.size, p)
+    drop = ~KeepStream(2, "", "", p).keep(0, x.size)
     np.testing.assert_array_equal(y[~drop], x[~drop] * np.float32(1 / (1 - p)))
     assert (y[drop] == 0).all()
 
@@ -68,7 +68,7 @@ def test_survivors_scaled_by_float32_reciprocal(p):
 def test_16_bit_floats_computed_in_float32_and_rounded_once(dtype):
     x = np.random.default_rng(4).standard_normal(5000).astype(dtype)
     y = dropout(x, 0.3, seed=5)
-    drop = KeepStream(5, "", "").drop(0, x.size, 0.3)
+    drop = ~KeepStream(5, "", "", 0.3).keep(0, x.size)
     want = (x.astype(np.float32) * np.float32(1 / 0.7)).astype(dtype)
     assert y.dtype == dtype
     assert y[~drop].tobytes() == want[~drop].tobytes()
@@ -96,7 +96,7 @@ def test_input_nan_inf_is_not_counted_as_overflow():
 
 @pytest.mark.parametrize("dtype", [np.int8, np.int32, np.int64, np.uint16, np.bool_])
 def test_integer_and_bool_refused_with_scaling(dtype):
-    with pytest.raises(DropoutError, match="--no-scale"):
+    with pytest.raises(DropoutError, match="scale=False"):
         dropout(np.ones(10, dtype), 0.5, seed=1, tensor="ids")
 
 
@@ -104,7 +104,7 @@ def test_integer_and_bool_refused_with_scaling(dtype):
 def test_integers_masked_with_no_scale(dtype):
     x = np.arange(1, 2001).astype(dtype)
     y = dropout(x, 0.5, seed=1, scale=False)
-    drop = KeepStream(1, "", "").drop(0, x.size, 0.5)
+    drop = ~KeepStream(1, "", "", 0.5).keep(0, x.size)
     assert (y[drop] == 0).all() and (y[~drop] == x[~drop]).all() and y.dtype == dtype
 
 
@@ -217,7 +217,7 @@ def test_alpha_dropout_uses_torch_constants_and_keeps_selu_moments():
     a = 1 / math.sqrt((ALPHA_PRIME**2 * p + 1) * (1 - p))
     b = a * ALPHA_PRIME * p
     assert st["alpha_a"] == pytest.approx(a, rel=1e-15) and st["alpha_b"] == pytest.approx(b)
-    drop = KeepStream(1, "", "").drop(0, x.size, p)
+    drop = ~KeepStream(1, "", "", p).keep(0, x.size)
     np.testing.assert_array_equal(y[~drop], x[~drop] * a + b)
     assert (y[drop] == np.float64(a * -ALPHA_PRIME + b)).all()
     assert abs(y.mean()) < 0.01 and abs(y.std() - 1) < 0.01

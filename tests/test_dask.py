@@ -22,14 +22,9 @@ from conftest import write_npy, write_safetensors
 
 from dropout_core import DropoutParams, dropout
 from dropout_core.batch import apply_files
-from dropout_core.blocks import (
-    GAP,
-    SPAN,
-    dropout_block,
-    dropout_block_counted,
-    mask_stats,
-    plan_tensor,
-)
+from dropout_core.engine import dropout_block, dropout_block_counted, mask_stats
+from dropout_core.plan import plan_tensor
+from dropout_core.units import GAP, SPAN
 from dropout_core.errors import UsageError
 
 pytestmark = pytest.mark.dask
@@ -130,7 +125,7 @@ def test_block_outside_the_tensor_is_refused():
 
 def test_library_imports_without_dask():
     code = ("import sys; sys.modules['dask'] = None; sys.modules['distributed'] = None\n"
-            "import dropout_core, dropout_core.blocks, dropout_core.dask_backend, cli.main\n"
+            "import dropout_core, dropout_core.engine, dropout_core.dask_backend, cli.main\n"
             "from dropout_core.dask_backend import dropout_dask\n"
             "try:\n    dropout_dask(None, 0.5, seed=1)\n"
             "except dropout_core.DropoutError as e:\n    print(e)\n")

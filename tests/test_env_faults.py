@@ -31,7 +31,7 @@ from corpus import (
     valid_npy,
 )
 
-from dropout_core import npy
+from dropout_core.formats import npy
 
 SEED = ["--seed", "1", "-q"]
 
@@ -493,7 +493,7 @@ def test_input_truncated_while_being_read_gives_clean_error(tmp_path: Path):
 
 def test_read_exact_names_the_file_from_its_descriptor(tmp_path: Path):
     from dropout_core.errors import DropoutError
-    from dropout_core.tensorfile import read_exact
+    from dropout_core.formats.base import read_exact
 
     p = tmp_path / "short.bin"
     p.write_bytes(b"1234")

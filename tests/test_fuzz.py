@@ -35,7 +35,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from hypothesis.control import currently_in_test_context
 
-from dropout_core.readers import open_tensor_file
+from dropout_core.formats import open_tensor_file
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "200"))
 DERANDOMIZE = os.environ.get("FUZZ_RANDOM", "") == ""

@@ -36,7 +36,8 @@ from corpus import (
     valid_npy,
 )
 
-from dropout_core import npy, safetensors_file
+from dropout_core.formats import npy
+from dropout_core.formats import safetensors as safetensors_file
 
 HOW = {
     "apply-o": lambda p, out: ["apply", str(p), "-o", str(out), "-p", "0.5", "--seed", "1"],

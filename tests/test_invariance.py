@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 from conftest import write_npy, write_safetensors
 
-import dropout_core.pipeline as pipeline
+import dropout_core.threads as threads_module
 from dropout_core import apply_file, dropout
-from dropout_core.engine import CHUNK
-from dropout_core.kernel import BLOCK, SEGMENT
+from dropout_core.engine import CHUNK, SEGMENT
+from dropout_core.kernel import BLOCK
 
 THREADS = [1, 2, 3, 8]
 ODD_CHUNKS = [7, 1000, BLOCK + 1, 1000003]
@@ -29,7 +29,7 @@ def threads(monkeypatch):
     """Set the thread count the library uses when none is given."""
 
     def use(n: int) -> None:
-        monkeypatch.setattr(pipeline, "default_threads", lambda: n)
+        monkeypatch.setattr(threads_module, "default_threads", lambda: n)
 
     return use
 
@@ -85,23 +85,24 @@ def test_inplace_and_fortran_order_arrays_agree_at_any_thread_count(nthreads, th
 def test_a_mask_out_sink_sees_the_same_mask_at_any_split(threads):
     from dropout_core.engine import run_tensor
     from dropout_core.params import DropoutParams
+    from dropout_core.plan import plan_tensor
 
     x = _big(np.float32, n=SEGMENT + 5)
     masks = []
     for nthreads, chunk in [(1, CHUNK), (2, 7777), (3, BLOCK - 1)]:
         seen = np.zeros(x.size, dtype=bool)
 
-        def sink(u0, dropped, _seen=seen):
-            _seen[u0:u0 + dropped.size] = dropped
+        def sink(u0, keep, _seen=seen):
+            _seen[u0:u0 + keep.size] = ~keep
 
         out = x.copy()
 
         def write(s, chunk_out, idx, _out=out):
             _out[s:s + chunk_out.size] = chunk_out
 
-        run_tensor(shape=x.shape, dtype=x.dtype, read=lambda s, e, idx: x[s:e].copy(),
-                   write=write, params=DropoutParams(p=0.3), seed=1, file="a", tensor="",
-                   where="a", mask_sink=sink, chunk=chunk, threads=nthreads)
+        plan = plan_tensor(x.shape, x.dtype, DropoutParams(p=0.3), 1, "a", "").bind()
+        run_tensor(plan, lambda s, e, idx: x[s:e].copy(), write, mask_sink=sink, chunk=chunk,
+                   threads=nthreads)
         masks.append(seen)
     for m in masks[1:]:
         np.testing.assert_array_equal(m, masks[0])

@@ -12,7 +12,7 @@ from hypothesis.extra import numpy as hnp
 
 from dropout_core import dropout, effective_p
 from dropout_core.params import DropoutParams
-from dropout_core.streams import KeepStream
+from dropout_core.streams.default import KeepStream
 
 FLOATS = [np.dtype(np.float16), np.dtype(ml_dtypes.bfloat16), np.dtype(np.float32),
           np.dtype(np.float64)]
@@ -48,7 +48,7 @@ def test_dropped_are_fill_and_kept_are_scaled(x, p, seed):
     if p == 0:
         assert y.tobytes() == x.tobytes()
         return
-    drop = KeepStream(seed, "", "").drop(0, x.size, p).reshape(x.shape)
+    drop = (~KeepStream(seed, "", "", p).keep(0, x.size)).reshape(x.shape)
     yb = y.astype(np.float64)
     assert (yb[drop] == 0).all() and not np.signbit(yb[drop]).any()
     if p < 1:

@@ -15,11 +15,11 @@ import pytest
 import reference_stream as ref
 
 from dropout_core import dropout
-from dropout_core.kernel import BLOCK, FusedKernel, apply_chunk, make_plan
-from dropout_core.masks import StreamUnits
+from dropout_core.kernel import BLOCK, Kernel, apply_chunk, value_plan
 from dropout_core.params import DropoutParams
 from dropout_core.stats import MaskDigest
-from dropout_core.streams import KeepStream, keep_from_bytes, philox_bytes, threshold
+from dropout_core.streams.default import KeepStream, keep_from_bytes, threshold
+from dropout_core.streams.philox import philox_bytes
 
 
 def slow_drop(stream: KeepStream, start: int, stop: int, p: float) -> np.ndarray:
@@ -50,13 +50,13 @@ RANGES = [(0, 1), (5, 6), (7, 16), (3, 1000), (8, 8 + BLOCK), (12345, 12345 + 3 
 @pytest.mark.parametrize("p", P_VALUES)
 @pytest.mark.parametrize("start,stop", RANGES)
 def test_drop_equals_the_slow_reference_at_any_range(p, start, stop):
-    s = KeepStream(11, "w.safetensors", "layer.0")
-    np.testing.assert_array_equal(s.drop(start, stop, p), slow_drop(s, start, stop, p))
+    s = KeepStream(11, "w.safetensors", "layer.0", p)
+    np.testing.assert_array_equal(~s.keep(start, stop), slow_drop(s, start, stop, p))
 
 
 @pytest.mark.parametrize("p", P_VALUES)
 def test_keep_from_bytes_is_the_complement_of_drop(p):
-    s = KeepStream(-3, "x.npy", "")
+    s = KeepStream(-3, "x.npy", "", p)
     start, stop = 77, 77 + 4 * BLOCK
     keep = keep_from_bytes(philox_bytes(s.key, start, stop), start, threshold(p), s.tie_seed,
                            np.empty(stop - start, dtype=bool))
@@ -64,7 +64,7 @@ def test_keep_from_bytes_is_the_complement_of_drop(p):
 
 
 def test_slow_reference_agrees_with_the_pure_python_transcription():
-    s = KeepStream(7, "x.npy", "t")
+    s = KeepStream(7, "x.npy", "t", 0.3)
     want = np.array(ref.dropped(7, "x.npy", "t", 0.3, 600))
     np.testing.assert_array_equal(slow_drop(s, 0, 600, 0.3), want)
 
@@ -73,8 +73,8 @@ def test_slow_reference_agrees_with_the_pure_python_transcription():
 
 def reference(x: np.ndarray, params: DropoutParams, seed: int, file: str, tensor: str):
     """Output, dropped count, overflow and mask digest, computed the plain way."""
-    plan = make_plan(params, x.dtype, "x")
-    drop = slow_drop(KeepStream(seed, file, tensor), 0, x.size, params.p)
+    plan = value_plan(params, x.dtype, "x")
+    drop = slow_drop(KeepStream(seed, file, tensor, params.p), 0, x.size, params.p)
     out, overflow = apply_chunk(x.reshape(-1).copy(), drop, plan)
     d = MaskDigest()
     d.update(drop)
@@ -157,9 +157,8 @@ def test_the_fast_modes_are_the_ones_expected(dtype, mode):
 
     dt = np.dtype(ml_dtypes.bfloat16 if dtype == "bfloat16" else dtype)
     params = DropoutParams(p=0.1, scale=dt.kind not in "iu")
-    plan = make_plan(params, dt, "x")
-    k = FusedKernel.make(StreamUnits(KeepStream(1, "a", ""), 0.1), plan, dt)
-    assert k is not None and k.mode == mode
+    k = Kernel(value_plan(params, dt, "x"))
+    assert k.mode == mode
 
 
 def test_f16_overflow_is_counted_like_the_reference():

@@ -7,15 +7,10 @@ import pytest
 import reference_stream as ref
 from conftest import binomial_bounds
 
-from dropout_core.streams import (
-    ExactCountStream,
-    KeepStream,
-    derive_repeat_seed,
-    effective_p,
-    exact_count,
-    philox_words,
-    threshold,
-)
+from dropout_core.seeds import derive_repeat_seed
+from dropout_core.streams.default import KeepStream, effective_p, threshold
+from dropout_core.streams.exact import ExactCountStream, exact_count
+from dropout_core.streams.philox import philox_words
 
 
 @pytest.mark.parametrize("key", [0, 1, 2**64 + 3, 2**128 - 1])
@@ -30,14 +25,14 @@ def test_philox_words_match_the_spec(key, first):
                                               (2**70, "é.safetensors", "layer.0")])
 def test_fast_stream_equals_reference_transcription(p, seed, file, tensor):
     want = np.array(ref.dropped(seed, file, tensor, p, 2000))
-    got = KeepStream(seed, file, tensor).drop(0, 2000, p)
+    got = ~KeepStream(seed, file, tensor, p).keep(0, 2000)
     np.testing.assert_array_equal(got, want)
 
 
 @pytest.mark.parametrize("start,stop", [(0, 1), (3, 4), (7, 9), (5, 1029), (1000, 1999)])
 def test_any_range_is_the_same_slice_of_the_stream(start, stop):
-    s = KeepStream(3, "a.npy", "")
-    np.testing.assert_array_equal(s.drop(start, stop, 0.3), s.drop(0, 2000, 0.3)[start:stop])
+    s = KeepStream(3, "a.npy", "", 0.3)
+    np.testing.assert_array_equal(s.keep(start, stop), s.keep(0, 2000)[start:stop])
 
 
 @pytest.mark.parametrize("p", [0.0, 1e-12, 0.1, 1 / 3, 0.5, 0.77, 1 - 1e-12, 1.0])
@@ -50,7 +45,7 @@ def test_effective_p_is_within_2_to_minus_32(p):
 @pytest.mark.parametrize("seed", [0, 1, 12345])
 def test_drop_count_within_binomial_bounds(p, seed):
     n = 1 << 20
-    k = int(KeepStream(seed, "x.npy", "").drop(0, n, p).sum())
+    k = int((~KeepStream(seed, "x.npy", "", p).keep(0, n)).sum())
     lo, hi = binomial_bounds(n, effective_p(p))
     assert lo <= k <= hi
 
@@ -58,7 +53,7 @@ def test_drop_count_within_binomial_bounds(p, seed):
 def test_tie_refinement_realises_fractional_thresholds():
     # p just above k/256 puts t_lo to work: the count must follow p, not the 8-bit grid
     n, p = 1 << 22, 37 / 256 + 0.6 / 256
-    k = int(KeepStream(9, "t.npy", "").drop(0, n, p).sum())
+    k = int((~KeepStream(9, "t.npy", "", p).keep(0, n)).sum())
     lo, hi = binomial_bounds(n, p)
     assert lo <= k <= hi
     assert not (binomial_bounds(n, 37 / 256)[0] <= k <= binomial_bounds(n, 37 / 256)[1])
@@ -68,14 +63,14 @@ def test_tie_refinement_realises_fractional_thresholds():
 def test_any_key_change_gives_an_independent_mask(other):
     base = dict(seed=7, file="x.npy", tensor="a")
     n, p = 1 << 18, 0.5
-    a = KeepStream(**base).drop(0, n, p)
-    b = KeepStream(**{**base, **other}).drop(0, n, p)
+    a = ~KeepStream(**base, p=p).keep(0, n)
+    b = ~KeepStream(**{**base, **other}, p=p).keep(0, n)
     lo, hi = binomial_bounds(n, 0.5)  # P(agree) = p^2 + q^2 = 0.5 for independent masks
     assert lo <= int((a == b).sum()) <= hi
 
 
 def test_bytes_are_uniform():
-    from dropout_core.streams import philox_bytes
+    from dropout_core.streams.philox import philox_bytes
 
     b = philox_bytes(12345, 0, 256 * 4096)
     counts = np.bincount(b, minlength=256)
@@ -87,20 +82,20 @@ def test_bytes_are_uniform():
                                      (5, 0.0), (300_001, 0.1)])
 def test_exact_count_drops_exactly_round_p_n(units, p):
     s = ExactCountStream(4, "x.npy", "", units, p, block=4096)
-    d = np.concatenate([s.drop(a, min(units, a + 777)) for a in range(0, units, 777)])
+    d = ~np.concatenate([s.keep(a, min(units, a + 777)) for a in range(0, units, 777)])
     assert int(d.sum()) == exact_count(p, units) == round(p * units)
 
 
 def test_exact_count_matches_reference():
     want = ref.exact_dropped(3, "a.npy", "t", 0.3, 500)
-    np.testing.assert_array_equal(ExactCountStream(3, "a.npy", "t", 500, 0.3).drop(0, 500), want)
+    np.testing.assert_array_equal(~ExactCountStream(3, "a.npy", "t", 500, 0.3).keep(0, 500), want)
 
 
 def test_exact_count_choice_is_uniform_over_units():
     units, k, seeds = 20, 5, 4000
     hits = np.zeros(units, int)
     for seed in range(seeds):
-        hits += ExactCountStream(seed, "u", "", units, k / units).drop(0, units)
+        hits += ~ExactCountStream(seed, "u", "", units, k / units).keep(0, units)
     lo, hi = binomial_bounds(seeds, k / units)
     assert hits.min() >= lo and hits.max() <= hi
 

@@ -106,7 +106,7 @@ def test_tensors_of_one_file_continue_one_stream_in_name_order(case, tmp_path, r
         for i, c in enumerate(calls):
             assert same_bits(got[f"t{i:02d}"], load(c, "output")), f"tensor {i}"
     else:  # different p per call: the Python API continues one TorchMaskSource
-        from dropout_core.torch_stream import TorchMaskSource
+        from dropout_core.streams.torch_cpu import TorchMaskSource
 
         src_stream = TorchMaskSource(case["seed"])
         for c in calls:

@@ -16,8 +16,8 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-import dropout_core.torch_stream as ts
-from dropout_core.torch_stream import (
+import dropout_core.streams.torch_cpu as ts
+from dropout_core.streams.torch_cpu import (
     TorchMaskSource,
     keep_threshold,
     torch_alpha_values,

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from dropout_core import dropout
-from dropout_core.torch_stream import TorchMaskSource
+from dropout_core.streams.torch_cpu import TorchMaskSource
 
 HERE = os.path.join(os.path.dirname(__file__), "golden", "torch")
 with open(os.path.join(HERE, "cases.json")) as _f:

@@ -1,9 +1,10 @@
-"""Threads: a compute pool for the kernel, and reading and writing that overlap the compute.
+"""Every thread of the library: keep bits drawn ahead, reads ahead and writes behind.
 
 NumPy and ``os.preadv``/``os.pwrite`` release the GIL, so on a machine with two
 or more cores a chunk can be read, another computed and a third written at the
-same time.  Nothing here decides a bit of the output: every element's result
-depends only on (seed, key, index), and the statistics are gathered in order.
+same time, while worker threads draw the next keep bits.  Nothing here decides
+a bit of the output: every element's result depends only on (seed, key,
+index), and the statistics are gathered in order on the calling thread.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import os
 import queue
 import threading
 import weakref
-from collections.abc import Callable, Iterable
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -31,6 +33,7 @@ def default_threads() -> int:
 
 
 def resolve_threads(threads: int | None) -> int:
+    """The thread count to use: the one given (checked), or ``default_threads()``."""
     if threads is None:
         return default_threads()
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
@@ -58,14 +61,45 @@ def pool(workers: int) -> ThreadPoolExecutor:
         return _pool
 
 
+_serial: dict[str, ThreadPoolExecutor] = {}
+
+
+def serial_worker(name: str) -> ThreadPoolExecutor:
+    """One shared thread named ``name`` that runs its tasks in order (FIFO)."""
+    with _pool_lock:
+        ex = _serial.get(name)
+        if ex is None:
+            ex = _serial[name] = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        return ex
+
+
 def _forget_pool() -> None:
-    # A forked child (--jobs) inherits the pool object but not its threads.
+    # A forked child (--jobs) inherits the pool objects but not their threads.
     global _pool, _pool_size, _pool_lock
     _pool, _pool_size, _pool_lock = None, 0, threading.Lock()
+    _serial.clear()
 
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_pool)
+
+
+def ahead(fn: Callable, items: Iterable, workers: int, depth: int) -> Iterator:
+    """``fn(item)`` for each item, in order, computed up to ``depth`` items ahead on
+    ``workers`` pool threads.  Stopping early leaves at most ``depth`` tasks running."""
+    ex = pool(workers)
+    todo = iter(items)
+    queued: deque = deque()
+    for item in todo:
+        queued.append(ex.submit(fn, item))
+        if len(queued) >= depth:
+            break
+    while queued:
+        fut = queued.popleft()
+        for item in todo:
+            queued.append(ex.submit(fn, item))
+            break
+        yield fut.result()
 
 class BufferPool:
     """Chunk buffers used again and again: fresh memory for every chunk costs page

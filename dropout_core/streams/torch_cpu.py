@@ -27,17 +27,23 @@ from __future__ import annotations
 
 import math
 import operator
-import os
-import threading
 from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
+from functools import partial
 
 import ml_dtypes
 import numpy as np
 
+from ..dtypes import compute_dtype, dtype_label
+from ..errors import DropoutError, UsageError
+from ..kernel import ValuePlan
+from ..params import ALPHA_PRIME
+from ..threads import serial_worker
+
+NAME = "torch"
+
 __all__ = [
-    "ALPHA_PRIME",
     "TorchMaskSource",
     "keep_threshold",
     "memory_order_perm",
@@ -46,9 +52,6 @@ __all__ = [
     "torch_dropout_values",
     "torch_scale",
 ]
-
-# SELU's alpha * scale, the constant of torch's alpha dropout (spec section 6).
-ALPHA_PRIME = 1.7580993408473766
 
 _F16 = np.dtype(np.float16)
 _BF16 = np.dtype(ml_dtypes.bfloat16)
@@ -96,19 +99,14 @@ def keep_threshold(p: float) -> int:
     return math.ceil((1.0 - p) * 2.0**53)
 
 
-_executor_lock = threading.Lock()
-_executor: ThreadPoolExecutor | None = None
-_executor_pid: int | None = None
-
-
-def _worker() -> ThreadPoolExecutor:
+def _worker():
     """One shared word-generating thread (FIFO, so each source's blocks stay in order)."""
-    global _executor, _executor_pid
-    with _executor_lock:
-        if _executor is None or _executor_pid != os.getpid():  # new, or inherited by fork
-            _executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="torch-mt19937")
-            _executor_pid = os.getpid()
-        return _executor
+    return serial_worker("torch-mt19937")
+
+
+def alpha_a(p: float) -> float:
+    """torch's alpha dropout constant ``a = 1 / sqrt((alpha'^2 p + 1)(1 - p))`` (spec section 6)."""
+    return 1.0 / math.sqrt((ALPHA_PRIME * ALPHA_PRIME * p + 1) * (1 - p))
 
 
 def _probe_pair_order() -> bool:
@@ -439,7 +437,7 @@ def torch_alpha_values(x: np.ndarray, keep: np.ndarray, p: float) -> np.ndarray:
     ct = _compute(dt).type
     keep = np.asarray(keep, dtype=bool)
     p = float(p)
-    a = 1.0 / math.sqrt((ALPHA_PRIME * ALPHA_PRIME * p + 1) * (1 - p))
+    a = alpha_a(p)
     c1, c2 = ct(ALPHA_PRIME * a), ct(ALPHA_PRIME * a * p)
 
     def r(v):  # round a compute-dtype result to T (a no-op for float32/float64)
@@ -608,3 +606,115 @@ def torch_dropout(x: np.ndarray, p: float, seed, *, variant: str = "element",
         keep = src.keep(xt.size, p).reshape(xt.shape)
         out = torch_alpha_values(xt, keep, p)
     return out if perm is None else out.transpose(np.argsort(perm))
+
+
+# ---------------------------------------------------------------- the stream interface
+# What the rest of the library sees of this mode (streams/__init__.py lists it).
+
+SUPPORTED_DTYPES = ("bfloat16", "float16", "float32", "float64")
+
+
+def effective_p(p: float) -> float:
+    """The drop probability of ``bernoulli_(1 - p)``: 1 - ceil((1 - p) 2**53) / 2**53."""
+    if p >= 1.0:
+        return 1.0
+    if p <= 0.0:
+        return 0.0
+    return 1.0 - keep_threshold(p) / 2.0**53
+
+
+def check_params(params) -> None:
+    """What torch's own functions cannot do (a usage error, named in the params' words)."""
+    if params.exact_count or params.share_axes:
+        raise UsageError(f"{params.say('rng_torch')} reproduces torch's own functions; "
+                         f"{params.say('exact_count')} and {params.say('share_axes')} have "
+                         "no torch counterpart")
+    if params.fill is not None or not params.scale:
+        raise UsageError(f"{params.say('rng_torch')} computes exactly what torch does; "
+                         f"{params.say('fill')} and {params.say('no_scale')} are not "
+                         "available with it")
+
+
+def value_plan(params, dtype: np.dtype, where: str) -> ValuePlan:
+    """torch's value rules: x * noise with torch's rounding, or alpha's affine steps."""
+    if dtype_label(dtype) not in SUPPORTED_DTYPES:
+        raise DropoutError(f"{where}: rng torch supports {', '.join(SUPPORTED_DTYPES)}, "
+                           f"not {dtype_label(dtype)}")
+    cd = compute_dtype(dtype)
+    p = params.p
+    if p >= 1.0:
+        return ValuePlan("custom", dtype, cd, p, fn=_times_zero_masked)
+    if params.is_alpha:
+        a = alpha_a(p)
+        return ValuePlan("custom", dtype, cd, p, a=cd.type(a), b=cd.type(ALPHA_PRIME * a * p),
+                         fn=partial(_alpha_masked, p=p))
+    return ValuePlan("custom", dtype, cd, p, scale=torch_scale(p, dtype),
+                     fn=partial(_dropout_masked, p=p))
+
+
+def _dropout_masked(x: np.ndarray, keep: np.ndarray, p: float) -> np.ndarray:
+    return torch_dropout_values(x, keep, p)
+
+
+def _alpha_masked(x: np.ndarray, keep: np.ndarray, p: float) -> np.ndarray:
+    return torch_alpha_values(x, keep, p)
+
+
+def _times_zero_masked(x: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    return _times_zero(x)
+
+
+def file_state(seed: int) -> TorchMaskSource:
+    """One file's tensors continue one generator: torch.manual_seed(seed)'s stream."""
+    if not -(2**63) <= seed < 2**64:
+        raise UsageError(f"seed {seed} is outside torch.manual_seed's range [-2**63, 2**64)")
+    return TorchMaskSource(seed, readahead=1 << 20)
+
+
+class TorchUnits:
+    """torch's serial mt19937 stream for one tensor: units must be asked for in order."""
+
+    serial = True
+
+    def __init__(self, gen: TorchMaskSource, p: float) -> None:
+        self.gen, self.p, self.pos = gen, p, 0
+
+    def keep(self, u0: int, u1: int, out: np.ndarray | None = None) -> np.ndarray:
+        if u0 != self.pos:
+            raise AssertionError("the torch stream only moves forward")
+        self.pos = u1
+        keep = self.gen.keep(u1 - u0, self.p)
+        if out is None:
+            return keep
+        out[...] = keep
+        return out
+
+
+class AllDropped:
+    """Every unit dropped: torch at p = 1 computes ``x * 0`` and draws nothing."""
+
+    serial = False
+
+    def keep(self, u0: int, u1: int, out: np.ndarray | None = None) -> np.ndarray:
+        if out is None:
+            return np.zeros(u1 - u0, dtype=bool)
+        out[...] = False
+        return out
+
+
+def source(params, seed: int, file: str, tensor: str, units: int, state=None):
+    """The next tensor's part of the file's generator ``state``."""
+    if params.p >= 1.0:  # torch computes x * 0 and draws nothing
+        return AllDropped()
+    return TorchUnits(state, params.p)
+
+
+def whole_array(x: np.ndarray, params, state: TorchMaskSource) -> np.ndarray | None:
+    """The fused whole-array path (no statistics wanted), or None where it does not apply.
+
+    The same bits as the chunk loop (both are checked against the torch goldens),
+    about 2x faster.
+    """
+    if params.channel_axis != 1 or not 0 < params.p < 1:
+        return None
+    return torch_dropout(x, params.p, state, variant=params.variant)

@@ -1,4 +1,4 @@
-"""The .safetensors format: a strict header reader and a deterministic header writer.
+"""The .safetensors format: its door (a strict header reader) and its writer.
 
 Layout: u64 little-endian header length N, N bytes of UTF-8 JSON, the data
 buffer.  The reader refuses duplicate keys, holes, overlaps, offsets out of
@@ -13,10 +13,17 @@ import struct
 
 import numpy as np
 
-from .dtypes import SAFETENSORS_DTYPES, UNSUPPORTED_SAFETENSORS, safetensors_name
-from .errors import DropoutError, escape_name
-from .tensorfile import TensorInfo, checked_shape
+from ..dtypes import (
+    SAFETENSORS_NAMES,
+    UNSUPPORTED_SAFETENSORS,
+    safetensors_dtype,
+    safetensors_name,
+)
+from ..errors import DropoutError, escape_name
+from .base import Entry, RawWriter, Sink, TensorFile, TensorInfo, checked_shape, chunk_reader
 
+NAME = "safetensors"
+EXTENSIONS = (".safetensors",)
 MAX_HEADER = 100_000_000  # the reference loader's cap, in bytes
 
 
@@ -40,6 +47,25 @@ def _check_unicode(text: str) -> None:
     except UnicodeEncodeError:
         raise DropoutError(f"{escape_name(text)} in the safetensors header is not valid "
                            "Unicode (a lone surrogate escape)") from None
+
+
+def sniff(head: bytes, size: int) -> bool:
+    """A safetensors header starts with ``{`` at byte 8.
+
+    The reference loader also takes leading whitespace, which we accept only
+    when the length field fits the file, so that a text file is not called a
+    safetensors file with an absurd header.
+    """
+    if len(head) >= 9 and head[8:9] == b"{":
+        return True
+    if len(head) >= 9 and head[8:9] in b" \t\r\n":
+        return 8 + int.from_bytes(head[:8], "little") <= size
+    return False
+
+
+def header_size(head: bytes, size: int, where: str) -> int:
+    """Bytes before the data: the length field and the JSON."""
+    return 8 + header_length(head, size, where)
 
 
 def header_length(head: bytes, size: int, where: str) -> int:
@@ -86,7 +112,7 @@ def read_header(head: bytes, size: int, where: str) -> tuple[list[TensorInfo], d
         if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
             raise DropoutError(f"{here}: entry must have exactly dtype, shape and data_offsets")
         dname = entry["dtype"]
-        if not isinstance(dname, str) or dname not in SAFETENSORS_DTYPES \
+        if not isinstance(dname, str) or dname not in SAFETENSORS_NAMES \
                 and dname not in UNSUPPORTED_SAFETENSORS:
             raise DropoutError(f"{here}: unknown dtype {dname!r}")
         if dname in UNSUPPORTED_SAFETENSORS:
@@ -99,7 +125,7 @@ def read_header(head: bytes, size: int, where: str) -> tuple[list[TensorInfo], d
                 or not 0 <= offs[0] <= offs[1]):
             raise DropoutError(f"{here}: data_offsets must be [begin, end] with "
                                f"0 <= begin <= end, got {offs!r}")
-        info = TensorInfo(name=name, dtype=SAFETENSORS_DTYPES[dname], shape=shape,
+        info = TensorInfo(name=name, dtype=safetensors_dtype(dname), shape=shape,
                           offset=base + offs[0], format_dtype=dname)
         if offs[1] - offs[0] != info.nbytes:
             raise DropoutError(f"{here}: shape {list(shape)} of {dname} needs {info.nbytes} "
@@ -145,3 +171,35 @@ def build_header(tensors: list[tuple[str, np.dtype, tuple[int, ...]]],
     body = json.dumps(doc, separators=(",", ":"), ensure_ascii=True).encode()
     body += b" " * ((-len(body)) % 8)
     return struct.pack("<Q", len(body)) + body
+
+
+def visit_order(tensors: list[TensorInfo], serial: bool) -> list[TensorInfo]:
+    """Data order (sequential I/O); for a serial stream the order of name, which is
+    the order of ``safetensors.numpy.load_file(path).keys()``."""
+    return sorted(tensors, key=(lambda t: t.name) if serial else (lambda t: t.offset))
+
+
+reader = chunk_reader
+
+
+def writer(sink: Sink, entries: list[Entry], metadata: dict | None = None,
+           like: TensorFile | None = None) -> RawWriter:
+    """A safetensors file of ``entries``.
+
+    ``like``: the input this output rewrites; when it holds the same names,
+    dtypes and shapes, its header is kept byte for byte (names, order, offsets
+    and metadata unchanged).  Otherwise the header is ``build_header``'s.
+    """
+    by_name = {e.name: e for e in entries}
+    if like is not None and like.format == NAME and len(like.tensors) == len(entries) and all(
+            t.name in by_name and by_name[t.name].dtype == t.dtype
+            and by_name[t.name].shape == t.shape for t in like.tensors):
+        header = like.header
+        offsets = {t.name: t.offset for t in like.tensors}
+    else:
+        header = build_header([(e.name, e.dtype, e.shape) for e in entries], metadata)
+        offsets, pos = {}, len(header)
+        for e in entries:
+            offsets[e.name] = pos
+            pos += e.nbytes
+    return RawWriter(sink, header, offsets, by_name)

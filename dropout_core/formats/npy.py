@@ -1,7 +1,8 @@
-"""The .npy format (versions 1.0, 2.0, 3.0): a header reader and a streaming writer.
+"""The .npy format (versions 1.0, 2.0, 3.0): its door and its writer.
 
 The header is parsed with ``ast.literal_eval`` (never unpickled), checked
 key by key, and the data size it implies must equal the bytes in the file.
+A .npy file holds one tensor, whose name is "".
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ import warnings
 
 import numpy as np
 
-from .errors import DropoutError
-from .tensorfile import TensorInfo, checked_shape
+from ..errors import DropoutError
+from .base import Entry, RawWriter, Sink, TensorInfo, checked_shape, chunk_reader
 
+NAME = "npy"
+EXTENSIONS = (".npy",)
 MAGIC = b"\x93NUMPY"
 MAX_HEADER = 1 << 20  # bytes of header dict; NumPy's own default is 10,000
 _VERSIONS = {(1, 0): "<H", (2, 0): "<I", (3, 0): "<I"}
@@ -42,6 +45,11 @@ def _dtype_from_descr(descr: object, where: str) -> np.dtype:
             hint = " (bfloat16 and float8 arrays saved by NumPy lose their dtype; use .safetensors)"
         raise DropoutError(f"{where}: unsupported dtype {descr!r}{hint}")
     return dtype
+
+
+def sniff(head: bytes, size: int) -> bool:
+    """Do the first bytes say .npy?"""
+    return head[:1] == b"\x93" and head[:6] == MAGIC[: len(head[:6])]
 
 
 def header_end(head: bytes, size: int, where: str) -> int:
@@ -72,8 +80,11 @@ def header_end(head: bytes, size: int, where: str) -> int:
     return start + hlen
 
 
-def read_header(head: bytes, size: int, where: str) -> tuple[int, TensorInfo]:
-    """Validate a .npy header; return (header length, tensor info).
+header_size = header_end  # the format interface's name: bytes the door needs to read
+
+
+def read_header(head: bytes, size: int, where: str) -> tuple[list[TensorInfo], None]:
+    """Validate a .npy header; return ([its one tensor], no metadata).
 
     ``head`` holds at least the first ``header_end`` bytes.
     """
@@ -107,7 +118,14 @@ def read_header(head: bytes, size: int, where: str) -> tuple[int, TensorInfo]:
     if info.nbytes < have:
         raise DropoutError(f"{where}: {have - info.nbytes} bytes of trailing garbage after the "
                            "data")
-    return start + hlen, info
+    return [info], None
+
+
+def visit_order(tensors: list[TensorInfo], serial: bool) -> list[TensorInfo]:
+    return list(tensors)
+
+
+reader = chunk_reader
 
 
 def header_bytes(dtype: np.dtype, shape: tuple[int, ...], fortran_order: bool = False) -> bytes:
@@ -129,3 +147,13 @@ def header_bytes(dtype: np.dtype, shape: tuple[int, ...], fortran_order: bool = 
         if len(body) < 1 << (8 * struct.calcsize(fmt)):
             return MAGIC + bytes(version) + struct.pack(fmt, len(body)) + body
     raise DropoutError("npy header too large")  # pragma: no cover - unreachable for valid shapes
+
+
+def writer(sink: Sink, entries: list[Entry], metadata: dict | None = None,
+           like=None) -> RawWriter:
+    """A .npy file of one tensor, always in C order (version 1.0 header when it fits)."""
+    if len(entries) != 1:
+        raise DropoutError(f"a .npy file holds one tensor, not {len(entries)}")
+    e = entries[0]
+    header = header_bytes(e.dtype, e.shape)
+    return RawWriter(sink, header, {e.name: len(header)}, {e.name: e})
