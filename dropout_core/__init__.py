@@ -33,7 +33,7 @@ _EXPORTS = {
     "file_key": "seeds",
     "inspect_file": "files",
     "load_tensors": "files",
-    "map_files": "dask_backend",
+    "map_files": "batch",
     "new_seed": "seeds",
     "run_header": "stats",
     "save_tensors": "files",

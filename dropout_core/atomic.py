@@ -147,8 +147,8 @@ def atomic_write(path: str, *, mode_from: str | None = None) -> Iterator[BinaryI
             os.unlink(tmp)
         _LIVE.discard(tmp)
         if isinstance(exc, OSError) and not isinstance(exc, BrokenPipeError):
-            raise DropoutError(f"{shown}: write failed: {os_reason(exc)}; the target is unchanged") \
-                from None
+            raise DropoutError(f"{shown}: write failed: {os_reason(exc)}; the target is "
+                               "unchanged") from None
         raise
 
 

@@ -18,6 +18,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 from .atomic import atomic_write, check_target
+from .engine import CHUNK
 from .errors import DropoutError, UsageError, escape_name
 from .files import FileJob, load_replay, plan_file, run_file
 from .formats import open_tensor_file
@@ -47,7 +48,7 @@ class BatchOptions:
     mask_in: str | None = None
     mask_out: str | None = None
     stats: str | None = None  # a path for the JSON stats ("-": the caller prints them)
-    chunk_size: int = 1 << 20
+    chunk_size: int = CHUNK
     threads: int | None = None  # per file; like chunk_size, never changes a result
 
 
@@ -239,6 +240,33 @@ def _main_hidden() -> Iterator[None]:
     finally:
         if main is not None:
             sys.modules["__main__"] = main
+
+
+def map_files(paths, client=None, *, params: DropoutParams | None = None,
+              seed: int | None = None, output: str | None = None, out_dir: str | None = None,
+              suffix: str = "", inplace: bool = False, repeat: int = 1,
+              options: BatchOptions | None = None,
+              progress: Callable[[int, int], None] | None = None, **kwargs) -> dict:
+    """``apply_files`` over Dask: each file is one task; returns the run's one stats document.
+
+    ``paths`` is a list of paths or a dask.bag of them.  ``client`` is a
+    ``distributed.Client``, a scheduler address, or None for a dask.bag on
+    dask's current scheduler.  Output names, ``--repeat`` seeds and every
+    check are ``apply_files``' own, and each output is byte for byte the file
+    the CLI writes for it.  Workers must see the paths (a shared file system);
+    relative paths are resolved here, and reported as given.  Keyword
+    options build the DropoutParams (p=, variant=, ...).
+
+    >>> doc = map_files(["a.npy", "b.npy"], client, out_dir="out", p=0.3, seed=7)  # doctest: +SKIP
+    """
+    from .dask_backend import DaskBag
+
+    params = params or DropoutParams(**kwargs)
+    if hasattr(paths, "__dask_graph__"):
+        paths = paths.compute()
+    return apply_files(list(paths), params=params, seed=seed, output=output, out_dir=out_dir,
+                       suffix=suffix, inplace=inplace, repeat=repeat, options=options,
+                       progress=progress, dask_scheduler=DaskBag() if client is None else client)
 
 
 def write_stats(doc: dict, path: str) -> None:

@@ -18,10 +18,9 @@ from __future__ import annotations
 import operator
 import os
 from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
-
-from dataclasses import replace
 
 from .engine import CHUNK, dropout_block_counted, mask_stats
 from .errors import DropoutError, UsageError, escape_name
@@ -230,34 +229,8 @@ def _with_overflow(stats: dict, overflow) -> dict:
 # --------------------------------------------------------------------------- many files
 
 
-class _Bag:
-    """Run the jobs as a dask.bag on dask's current scheduler (no client given)."""
-
-
-def map_files(paths, client=None, *, params: DropoutParams | None = None,
-              seed: int | None = None, output: str | None = None, out_dir: str | None = None,
-              suffix: str = "", inplace: bool = False, repeat: int = 1, options=None,
-              progress: Callable[[int, int], None] | None = None, **kwargs) -> dict:
-    """``apply_files`` over Dask: each file is one task; returns the run's one stats document.
-
-    ``paths`` is a list of paths or a dask.bag of them.  ``client`` is a
-    ``distributed.Client``, a scheduler address, or None for a dask.bag on
-    dask's current scheduler.  Output names, ``--repeat`` seeds and every
-    check are ``apply_files``' own, and each output is byte for byte the file
-    the CLI writes for it.  Workers must see the paths (a shared file system);
-    relative paths are resolved here, and reported as given.  Keyword
-    options build the DropoutParams (p=, variant=, ...).
-
-    >>> doc = map_files(["a.npy", "b.npy"], client, out_dir="out", p=0.3, seed=7)  # doctest: +SKIP
-    """
-    params = params or DropoutParams(**kwargs)
-    if hasattr(paths, "__dask_graph__"):
-        paths = paths.compute()
-    from .batch import apply_files
-
-    return apply_files(list(paths), params=params, seed=seed, output=output, out_dir=out_dir,
-                       suffix=suffix, inplace=inplace, repeat=repeat, options=options,
-                       progress=progress, dask_scheduler=_Bag() if client is None else client)
+class DaskBag:
+    """As a scheduler: run the jobs as a dask.bag on dask's current scheduler."""
 
 
 def run_jobs(work: list, opts, scheduler,
@@ -265,7 +238,7 @@ def run_jobs(work: list, opts, scheduler,
     """Run planned files (``files.FileJob``) on Dask, one task per output; results in order.
 
     ``scheduler``: an address (connect, run, disconnect), a ``distributed.Client``,
-    or ``_Bag()`` for a dask.bag.  Called by ``apply_files(dask_scheduler=...)``.
+    or ``DaskBag()`` for a dask.bag.  Called by ``apply_files(dask_scheduler=...)``.
     """
     for job in work:
         if job.tf.path == "-" or job.output == "-":
@@ -276,7 +249,7 @@ def run_jobs(work: list, opts, scheduler,
     tasks = [_portable(job) for job in work]
     sizes = [job.tf.size for job in work]  # progress counts bytes, as apply_files does
     run = dict(chunk=opts.chunk_size, threads=opts.threads, version=__version__)
-    if isinstance(scheduler, _Bag):
+    if isinstance(scheduler, DaskBag):
         bag = _need("dask.bag")
         results = bag.from_sequence(tasks, npartitions=max(1, len(tasks))).map(
             _remote_job, **run).compute()

@@ -21,7 +21,7 @@ from .kernel import BLOCK, Kernel
 from .plan import TensorPlan, plan_tensor
 from .stats import TensorStats
 from .threads import BufferPool, ahead, overlapped, resolve_threads
-from .units import as_slices, broadcast_keep, keep_block, slab_chunks, replayed_mask
+from .units import as_slices, broadcast_keep, keep_block, replayed_mask, slab_chunks
 
 CHUNK = 1 << 20  # elements per chunk; never changes a result, only memory and speed
 SEGMENT = 1 << 20  # units per keep-bit task of a worker thread

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .dtypes import cast_fill, compute_dtype, dtype_label, is_floating, is_ml_float
+from .dtypes import cast_fill, compute_dtype, dtype_label, is_floating
 from .errors import DropoutError
 from .params import DropoutParams
 

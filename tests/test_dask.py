@@ -23,9 +23,9 @@ from conftest import write_npy, write_safetensors
 from dropout_core import DropoutParams, dropout
 from dropout_core.batch import apply_files
 from dropout_core.engine import dropout_block, dropout_block_counted, mask_stats
+from dropout_core.errors import UsageError
 from dropout_core.plan import plan_tensor
 from dropout_core.units import GAP, SPAN
-from dropout_core.errors import UsageError
 
 pytestmark = pytest.mark.dask
 
@@ -318,7 +318,7 @@ def _without_outputs(doc) -> dict:
 
 
 def test_map_files_on_the_cluster_equals_the_cli(client, files, tmp_path, run_cli):
-    from dropout_core.dask_backend import map_files
+    from dropout_core.batch import map_files
 
     code, stats_text, err = run_cli("apply", *files, "--out-dir", str(tmp_path / "cli"), "-p",
                                     "0.3", "--seed", "7", "--repeat", "2", "--exclude", "ids",
@@ -338,7 +338,7 @@ def test_map_files_over_a_bag_resolves_relative_paths(client, files, tmp_path, m
     import dask
     import dask.bag as db
 
-    from dropout_core.dask_backend import map_files
+    from dropout_core.batch import map_files
 
     monkeypatch.chdir(tmp_path / "in")  # the workers' working directory is elsewhere
     names = [os.path.basename(f) for f in files]
@@ -354,7 +354,7 @@ def test_map_files_over_a_bag_resolves_relative_paths(client, files, tmp_path, m
 
 
 def test_torch_mode_many_files_on_the_cluster_equal_local(client, files, tmp_path):
-    from dropout_core.dask_backend import map_files
+    from dropout_core.batch import map_files
 
     npys = [f for f in files if f.endswith(".npy")]
     params = DropoutParams(p=0.3, rng="torch")
@@ -366,7 +366,7 @@ def test_torch_mode_many_files_on_the_cluster_equal_local(client, files, tmp_pat
 
 def test_a_bad_file_stops_the_run_before_any_output(client, files, tmp_path):
     from dropout_core import DropoutError
-    from dropout_core.dask_backend import map_files
+    from dropout_core.batch import map_files
 
     bad = tmp_path / "in" / "bad.npy"
     bad.write_bytes(b"\x93NUMPY\x01\x00garbage")

@@ -32,7 +32,6 @@ class TensorInfo:
     shape: tuple[int, ...]
     offset: int  # absolute byte offset of the data in the file
     fortran_order: bool = False
-    format_dtype: str = ""  # the dtype as the file spells it ("F32", "<f4")
 
     @property
     def numel(self) -> int:

@@ -109,8 +109,7 @@ def read_header(head: bytes, size: int, where: str) -> tuple[list[TensorInfo], N
         raise DropoutError(f"{where}: .npy shape must be a tuple")
     shape = checked_shape(d["shape"], where)
     info = TensorInfo(name="", dtype=dtype, shape=shape, offset=start + hlen,
-                      fortran_order=d["fortran_order"] and len(shape) > 1,
-                      format_dtype=dtype.str)
+                      fortran_order=d["fortran_order"] and len(shape) > 1)
     have = size - info.offset
     if info.nbytes > have:
         raise DropoutError(f"{where}: truncated: shape {list(shape)} of {dtype.name} needs "

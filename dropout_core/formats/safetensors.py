@@ -126,7 +126,7 @@ def read_header(head: bytes, size: int, where: str) -> tuple[list[TensorInfo], d
             raise DropoutError(f"{here}: data_offsets must be [begin, end] with "
                                f"0 <= begin <= end, got {offs!r}")
         info = TensorInfo(name=name, dtype=safetensors_dtype(dname), shape=shape,
-                          offset=base + offs[0], format_dtype=dname)
+                          offset=base + offs[0])
         if offs[1] - offs[0] != info.nbytes:
             raise DropoutError(f"{here}: shape {list(shape)} of {dname} needs {info.nbytes} "
                                f"bytes but data_offsets span {offs[1] - offs[0]}")

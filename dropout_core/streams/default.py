@@ -50,11 +50,12 @@ def effective_p(p: float) -> float:
 
 
 def keep_from_bytes(b: np.ndarray, start: int, t: int, tie_seed: int,
-                    out: np.ndarray) -> np.ndarray:
+                    out: np.ndarray, eq: np.ndarray | None = None) -> np.ndarray:
     """Keep decisions (bool, into ``out``) of units ``start ..`` from their stream bytes ``b``.
 
-    Kept iff ``b > t_hi``, or ``b == t_hi`` and the tie's SplitMix64 draw ``>> 40``
-    is at least ``t_lo``.
+    The stream's one rule: kept iff ``b > t_hi``, or ``b == t_hi`` and the tie's
+    SplitMix64 draw ``>> 40`` is at least ``t_lo``.  ``eq`` is optional scratch
+    space of at least ``b.size`` bools.
     """
     if t <= 0:
         out[...] = True
@@ -66,7 +67,7 @@ def keep_from_bytes(b: np.ndarray, start: int, t: int, tie_seed: int,
     if not t_lo:  # a tie draws >= 0: always kept
         return np.greater_equal(b, t_hi, out=out)
     np.greater(b, t_hi, out=out)
-    ties = np.flatnonzero(b == t_hi)
+    ties = np.flatnonzero(np.equal(b, t_hi, out=None if eq is None else eq[:b.size]))
     if ties.size:
         r = splitmix64(tie_seed, ties + start) >> np.uint64(40)
         out[ties[r >= np.uint64(t_lo)]] = True
@@ -101,35 +102,20 @@ class KeepStream:
     def keep(self, u0: int, u1: int, out: np.ndarray | None = None) -> np.ndarray:
         """Keep decisions of units ``[u0, u1)`` (into ``out`` when given).
 
-        Drawn block by block from one cursor; the ties of the whole range are
-        refined at once.
+        Drawn block by block from one cursor: small, warm allocations.
         """
         keep = np.empty(u1 - u0, dtype=bool) if out is None else out
-        t = self.t
-        if not 0 < t < _M32:
-            keep[...] = t <= 0
+        if not 0 < self.t < _M32:
+            keep[...] = self.t <= 0
             return keep
-        t_hi, t_lo = t >> 24, t & 0xFFFFFF
         eq = _eq_scratch()
         cursor = WordCursor(self.key, u0 // 8)
-        ties = []
         s = u0
         while s < u1:
             e = min(u1, (s // DRAW_BLOCK + 1) * DRAW_BLOCK)
             bb = stream_bytes(cursor.take((e + 7) // 8 - s // 8), s, e)
-            kb = keep[s - u0:e - u0]
-            if t_lo:
-                np.greater(bb, t_hi, out=kb)
-                tb = np.flatnonzero(np.equal(bb, t_hi, out=eq[:e - s]))
-                if tb.size:
-                    ties.append(tb + (s - u0))
-            else:  # a tie's draw is >= 0: always kept
-                np.greater_equal(bb, t_hi, out=kb)
+            keep_from_bytes(bb, s, self.t, self.tie_seed, keep[s - u0:e - u0], eq)
             s = e
-        if ties:
-            tie = np.concatenate(ties) if len(ties) > 1 else ties[0]
-            r = splitmix64(self.tie_seed, tie + u0) >> np.uint64(40)
-            keep[tie[r >= np.uint64(t_lo)]] = True
         return keep
 
 
