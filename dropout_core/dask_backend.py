@@ -154,7 +154,7 @@ def tensor_array(path: str, tensor: str = "", *, chunks="auto"):
     from .formats import open_tensor_file
 
     with open_tensor_file(path) as tf:
-        if len(tf.tensors) == 1 and tf.tensors[0].name == "":
+        if not tf.named:
             info = tf.tensors[0]
         else:
             found = [t for t in tf.tensors if t.name == tensor]

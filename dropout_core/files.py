@@ -77,10 +77,9 @@ def plan_file(tf: TensorFile, params: DropoutParams, seed: int | None, key: str,
     Returns the chosen tensors' plans, in file order.  Runs before any output
     is opened, so a bad tensor never leaves half a run behind.
     """
-    single = len(tf.tensors) == 1 and tf.tensors[0].name == ""  # a .npy file's one array
     plans = {}
     for t in tf.tensors:
-        if not single and not selected(t.name, tensors, exclude):
+        if tf.named and not selected(t.name, tensors, exclude):
             continue
         here = tf.where(t)
         mask = None
@@ -97,8 +96,7 @@ def plan_file(tf: TensorFile, params: DropoutParams, seed: int | None, key: str,
 def load_replay(path: str, tf: TensorFile) -> dict[str, np.ndarray]:
     """--mask-in: the saved keep masks, by tensor name (a lone mask serves a .npy's array)."""
     masks = load_tensors(path)
-    if len(tf.tensors) == 1 and tf.tensors[0].name == "" and "" not in masks \
-            and len(masks) == 1:
+    if not tf.named and "" not in masks and len(masks) == 1:
         masks = {"": next(iter(masks.values()))}
     return masks
 
@@ -245,9 +243,11 @@ class MaskWriter:
         self.format = output_format(path, tf.format)
         self.entries = [Entry(name, np.dtype(bool), p.mask_shape or p.shape)
                         for name, p in plans.items()]
-        if self.format == "npy" and len(self.entries) != 1:
-            raise UsageError(f"{escape_name(path)}: a .npy mask file holds one tensor; this "
-                             f"input has {len(self.entries)} chosen tensors, use .safetensors")
+        most = format_module(self.format).MAX_TENSORS
+        if most is not None and len(self.entries) > most:
+            raise UsageError(f"{escape_name(path)}: a .{self.format} mask file holds at most "
+                             f"{most} tensor(s); this input has {len(self.entries)} chosen "
+                             "tensors, use .safetensors")
         self._ctx = None
 
     def __enter__(self) -> MaskWriter:
@@ -338,8 +338,9 @@ def save_tensors(path: str, tensors: dict[str, np.ndarray],
     if fmt_name is None:
         raise UsageError(f"{escape_name(path)}: unknown extension; name the file .npy or "
                          ".safetensors")
-    if metadata is not None and fmt_name == "npy":
-        raise UsageError(f"{escape_name(path)}: a .npy file cannot hold metadata")
+    fmt = format_module(fmt_name)
+    if metadata is not None and not fmt.METADATA:
+        raise UsageError(f"{escape_name(path)}: a {fmt_name} file cannot hold metadata")
     arrays = {}
     for name, a in tensors.items():
         if not isinstance(name, str):
@@ -351,7 +352,7 @@ def save_tensors(path: str, tensors: dict[str, np.ndarray],
         arrays[name] = a
     entries = [Entry(name, a.dtype, a.shape) for name, a in arrays.items()]
     with atomic_write(path) as f:
-        writer = format_module(fmt_name).writer(Sink(f), entries, metadata)
+        writer = fmt.writer(Sink(f), entries, metadata)
         writer.begin()
         for name, a in arrays.items():
             writer.write(name, 0, np.ascontiguousarray(a).reshape(-1))

@@ -2,7 +2,8 @@
 
 Each format module offers the same small set of names:
 
-* ``NAME``, ``EXTENSIONS``;
+* ``NAME``, ``EXTENSIONS``, ``NAMED`` (False: one tensor without a name),
+  ``MAX_TENSORS`` (None: any number), ``METADATA`` (can it hold string metadata);
 * ``sniff(head, size)``: do the first bytes say this format?
 * ``header_size(head, size, where)``: how many bytes the header takes (checked
   against the file's size), and ``read_header(head, size, where)``: the whole
@@ -72,7 +73,7 @@ def open_tensor_file(path: str) -> TensorFile:
         if len(head) < need:
             raise DropoutError(f"{shown}: file shrank while it was being read")
         tensors, metadata = fmt.read_header(head, size, shown)
-        tf = TensorFile(path, fmt.NAME, size, head[:need], tensors, metadata)
+        tf = TensorFile(path, fmt.NAME, size, head[:need], tensors, metadata, fmt.NAMED)
     except BaseException:
         if spool is not None:
             spool.close()

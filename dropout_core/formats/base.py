@@ -52,6 +52,7 @@ class TensorFile:
     header: bytes  # everything before the data
     tensors: list[TensorInfo]
     metadata: dict[str, str] | None = None
+    named: bool = True  # False: one tensor without a name (a .npy file)
     real_path: str = ""  # where to read the bytes (a spool file for stdin)
     _spool: object = field(default=None, repr=False)
 
@@ -62,7 +63,7 @@ class TensorFile:
     def where(self, tensor: TensorInfo | None = None) -> str:
         """'file', or 'file: tensor NAME' for messages."""
         text = escape_name(self.display)
-        if tensor is not None and self.format == "safetensors":
+        if tensor is not None and self.named:
             text += f": tensor {escape_name(tensor.name)}"
         return text
 

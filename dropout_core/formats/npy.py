@@ -13,11 +13,14 @@ import warnings
 
 import numpy as np
 
-from ..errors import DropoutError
+from ..errors import DropoutError, UsageError
 from .base import Entry, RawWriter, Sink, TensorInfo, checked_shape, chunk_reader
 
 NAME = "npy"
 EXTENSIONS = (".npy",)
+NAMED = False  # its one tensor has no name ("")
+MAX_TENSORS = 1
+METADATA = False
 MAGIC = b"\x93NUMPY"
 MAX_HEADER = 1 << 20  # bytes of header dict; NumPy's own default is 10,000
 _VERSIONS = {(1, 0): "<H", (2, 0): "<I", (3, 0): "<I"}
@@ -152,7 +155,7 @@ def writer(sink: Sink, entries: list[Entry], metadata: dict | None = None,
            like=None) -> RawWriter:
     """A .npy file of one tensor, always in C order (version 1.0 header when it fits)."""
     if len(entries) != 1:
-        raise DropoutError(f"a .npy file holds one tensor, not {len(entries)}")
+        raise UsageError(f"a .npy file holds one tensor, not {len(entries)}; use .safetensors")
     e = entries[0]
     header = header_bytes(e.dtype, e.shape)
     return RawWriter(sink, header, {e.name: len(header)}, {e.name: e})

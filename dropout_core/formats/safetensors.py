@@ -24,6 +24,9 @@ from .base import Entry, RawWriter, Sink, TensorFile, TensorInfo, checked_shape,
 
 NAME = "safetensors"
 EXTENSIONS = (".safetensors",)
+NAMED = True
+MAX_TENSORS = None
+METADATA = True
 MAX_HEADER = 100_000_000  # the reference loader's cap, in bytes
 
 
