@@ -19,6 +19,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "ALPHA_PRIME": "params",
     "BatchOptions": "batch",
+    "Dropout": "array",
     "DropoutError": "errors",
     "DropoutParams": "params",
     "KeepStream": "streams.default",

@@ -1,6 +1,9 @@
-"""Dropout on a NumPy array in memory: the library's simplest entry point."""
+"""Dropout on a NumPy array in memory: ``dropout()``, and ``Dropout`` for data loaders."""
 
 from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -32,9 +35,8 @@ def dropout(x: np.ndarray, p: float = 0.5, *, seed: int | None = None, file: str
     True
     """
     if params is None:
-        params = DropoutParams(p=p, mode=mode, variant=variant, scale=scale, fill=fill,
-                               channel_axis=channel_axis, share_axes=tuple(share_axes),
-                               exact_count=exact_count, rng=rng)
+        params = _params(p, mode, variant, scale, fill, channel_axis, tuple(share_axes),
+                         exact_count, rng)
     if not isinstance(x, np.ndarray):
         raise DropoutError(f"x must be a numpy.ndarray, got {type(x).__name__}")
     if x.dtype.hasobject:
@@ -98,3 +100,60 @@ def _in_place(chunk: np.ndarray, out_flat: np.ndarray, s: int) -> bool:
     return (chunk.dtype == out_flat.dtype and chunk.flags.c_contiguous and chunk.size > 0
             and chunk.ctypes.data == out_flat.ctypes.data + s * out_flat.itemsize)
 
+
+
+@functools.lru_cache(maxsize=64)
+def _params(*args) -> DropoutParams:
+    """DropoutParams for ``dropout``'s keywords, validated once per combination."""
+    p, mode, variant, scale, fill, channel_axis, share_axes, exact_count, rng = args
+    return DropoutParams(p=p, mode=mode, variant=variant, scale=scale, fill=fill,
+                         channel_axis=channel_axis, share_axes=share_axes,
+                         exact_count=exact_count, rng=rng)
+
+
+@dataclass(frozen=True)
+class Dropout:
+    """Dropout as a per-sample transform for data pipelines: ``transform(x, key=i)``.
+
+    The mask depends only on ``(seed, key, the array's shape)``: never on the
+    worker, the order of calls or how many workers a loader runs.  ``key`` (an
+    index or a name) is the file part of the stream key, so
+    ``Dropout(p, seed=s)(x, key="x.npy")`` equals
+    ``tensor-dropout apply x.npy -p P --seed S``.  Picklable: it travels to
+    loader workers.  (The torch stream is one sequence per seed and cannot be
+    keyed by sample, so it is not offered here.)
+
+    >>> t = Dropout(p=0.5, seed=7)
+    >>> x = np.ones(8, np.float32)
+    >>> bool((t(x, key=3) == t(x, key=3)).all())
+    True
+    """
+
+    p: float = 0.5
+    seed: int = 0
+    variant: str = "element"
+    mode: str = "train"
+    scale: bool = True
+    fill: float | None = None
+    channel_axis: int = 1
+    share_axes: tuple[int, ...] = ()
+    exact_count: bool = False
+    params: DropoutParams = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        from .seeds import check_seed
+
+        object.__setattr__(self, "seed", check_seed(self.seed))
+        object.__setattr__(self, "share_axes", tuple(self.share_axes))
+        object.__setattr__(self, "params", DropoutParams(
+            p=self.p, mode=self.mode, variant=self.variant, scale=self.scale, fill=self.fill,
+            channel_axis=self.channel_axis, share_axes=self.share_axes,
+            exact_count=self.exact_count))
+
+    def __call__(self, x: np.ndarray, key: int | str = "", *, tensor: str = "",
+                 inplace: bool = False) -> np.ndarray:
+        """``x`` with this sample's mask: the same for the same (seed, key, shape)."""
+        if isinstance(key, bool) or not isinstance(key, (int, np.integer, str)):
+            raise UsageError(f"key must be an index or a name, got {key!r}")
+        return dropout(x, params=self.params, seed=self.seed, file=str(key), tensor=tensor,
+                       inplace=inplace)

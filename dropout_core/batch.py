@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
-from .atomic import atomic_write, check_target
+from .atomic import CommitGroup, atomic_write, check_target
 from .engine import CHUNK
 from .errors import DropoutError, UsageError, escape_name
 from .files import FileJob, load_replay, plan_file, run_file
@@ -188,19 +188,22 @@ def _size(job: FileJob) -> int:
 def _run_here(work: list[FileJob], opts: BatchOptions,
               progress: Callable[[int, int], None] | None) -> list[dict]:
     total, done, results = sum(map(_size, work)), 0, []
-    for job in work:
-        hook = None if progress is None else \
-            (lambda n, _done=done: progress(min(total, _done + n), total))
-        results.append(run_file(job, chunk=opts.chunk_size, threads=opts.threads, progress=hook))
-        done += _size(job)
-        if progress:
-            progress(done, total)
+    with CommitGroup() as group:
+        for job in work:
+            hook = None if progress is None else \
+                (lambda n, _done=done: progress(min(total, _done + n), total))
+            results.append(run_file(job, chunk=opts.chunk_size, threads=opts.threads,
+                                    progress=hook, group=group))
+            done += _size(job)
+            if progress:
+                progress(done, total)
     return results
 
 
 def run_batch(work: list[FileJob], chunk: int, threads: int | None) -> list[dict]:
     """A worker process's task: several planned files, one after the other."""
-    return [run_file(job, chunk=chunk, threads=threads) for job in work]
+    with CommitGroup() as group:
+        return [run_file(job, chunk=chunk, threads=threads, group=group) for job in work]
 
 
 def _run_in_processes(work: list[FileJob], opts: BatchOptions, jobs: int,

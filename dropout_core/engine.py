@@ -17,7 +17,7 @@ import numpy as np
 
 from .dtypes import dtype_label
 from .errors import UsageError
-from .kernel import BLOCK, Kernel
+from .kernel import BLOCK, kernel_for
 from .plan import TensorPlan, plan_tensor
 from .stats import TensorStats
 from .threads import BufferPool, ahead, overlapped, resolve_threads
@@ -50,7 +50,7 @@ def run_tensor(plan: TensorPlan, read: Reader, write: Writer, *, sliced: bool = 
             write(s, read(s, e, idx), idx)
         return stats
     stats.extra.update(plan.values.summary())
-    src, kernel, units = plan.source, Kernel(plan.values), plan.units
+    src, kernel, units = plan.source, kernel_for(plan.values), plan.units
     nthreads = resolve_threads(threads)
     if plan.broadcast:
         # the statistics walk the units in order; each element takes its unit's bit
@@ -192,7 +192,7 @@ def dropout_block_counted(block: np.ndarray, location: tuple, full_shape: tuple[
                      for sl, m in zip(location, tp.mask_shape, strict=True))
         keep = np.broadcast_to(keep_block(tp.source, tp.mask_shape, uloc), out.shape)
     flat, keep = out.reshape(-1), np.ascontiguousarray(keep).reshape(-1)
-    kernel = Kernel(tp.values)
+    kernel = kernel_for(tp.values)
     overflow = 0
     for s in range(0, flat.size, chunk_size):
         e = min(flat.size, s + chunk_size)

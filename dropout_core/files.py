@@ -21,7 +21,7 @@ from functools import partial
 
 import numpy as np
 
-from .atomic import atomic_write, check_target
+from .atomic import CommitGroup, atomic_write, check_target
 from .dtypes import dtype_label
 from .engine import CHUNK, run_tensor
 from .errors import DropoutError, UsageError, escape_name
@@ -142,8 +142,12 @@ def apply_file(input: str, output: str | None = None, *, params: DropoutParams |
 
 
 def run_file(job: FileJob, *, chunk: int = CHUNK, threads: int | None = None,
-             progress: Callable[[int], None] | None = None) -> dict:
-    """Run a planned file: every tensor in the format's visit order, into the output."""
+             progress: Callable[[int], None] | None = None,
+             group: CommitGroup | None = None) -> dict:
+    """Run a planned file: every tensor in the format's visit order, into the output.
+
+    ``group``: the output joins a batch whose durability is paid at its commit.
+    """
     tf, params = job.tf, job.params
     fmt = format_module(tf.format)
     stream = params.stream_module()
@@ -154,7 +158,7 @@ def run_file(job: FileJob, *, chunk: int = CHUNK, threads: int | None = None,
     results: dict[str, dict] = {}
     buffers = BufferPool()  # chunk buffers, reused from tensor to tensor
     done = 0
-    with open_output(job.output) as sink, (mask_writer or contextlib.nullcontext()):
+    with open_output(job.output, group) as sink, (mask_writer or contextlib.nullcontext()):
         writer = fmt.writer(sink, entries, tf.metadata, like=tf)
         with open(tf.real_path, "rb") as src:
             fd = src.fileno()
@@ -210,7 +214,7 @@ def _serial(stream) -> bool:
 
 
 @contextlib.contextmanager
-def open_output(output: str):
+def open_output(output: str, group: CommitGroup | None = None):
     """A Sink on a temporary file that replaces ``output`` when the block succeeds.
 
     "-" spools to an anonymous temporary file and copies it to stdout at the
@@ -231,7 +235,7 @@ def open_output(output: str):
             shutil.copyfileobj(f, out, 1 << 20)
             out.flush()
         return
-    with atomic_write(output) as f:
+    with atomic_write(output, group=group) as f:
         yield Sink(f)
 
 

@@ -252,6 +252,19 @@ class Kernel:
             np.bitwise_or(out, np.bitwise_and(np.invert(m8), self.fill_bits), out=out)
 
 
+_KERNELS: dict[int, tuple[ValuePlan, Kernel]] = {}
+
+
+def kernel_for(plan: ValuePlan) -> Kernel:
+    """The kernel of a value plan, made once (a float16 table costs a millisecond)."""
+    found = _KERNELS.get(id(plan))
+    if found is None or found[0] is not plan:
+        if len(_KERNELS) > 256:
+            _KERNELS.clear()
+        found = _KERNELS[id(plan)] = (plan, Kernel(plan))
+    return found[1]
+
+
 class _Scratch:
     """One thread's work arrays, reused block after block."""
 

@@ -73,6 +73,22 @@ class TensorPlan:
         return replace(self, source=src)
 
 
+_VALUES: dict = {}  # (params, dtype) -> ValuePlan: many small tensors share one
+
+
+def _value_plan(params: DropoutParams, dtype: np.dtype, where: str) -> ValuePlan:
+    """The stream's value rule for ``dtype``, made once per (params, dtype) and process."""
+    key = (params, dtype)
+    found = _VALUES.get(key)
+    if found is None:
+        stream = params.stream_module()
+        found = getattr(stream, "value_plan", value_plan)(params, dtype, where)
+        if len(_VALUES) > 256:
+            _VALUES.clear()
+        _VALUES[key] = found
+    return found
+
+
 def plan_tensor(shape: tuple[int, ...], dtype, params: DropoutParams, seed: int | None,
                 file: str = "", tensor: str = "", *, where: str | None = None,
                 mask: np.ndarray | None = None,
@@ -88,8 +104,7 @@ def plan_tensor(shape: tuple[int, ...], dtype, params: DropoutParams, seed: int 
     where = where if where is not None else where_of(file, tensor)
     if params.identity:
         return TensorPlan(shape, dtype, params, seed, file, tensor, where, None, None)
-    stream = params.stream_module()
-    values = getattr(stream, "value_plan", value_plan)(params, dtype, where)
+    values = _value_plan(params, dtype, where)
     if mask is not None:
         mshape, bits = replayed_mask(mask, shape, where)
         return TensorPlan(shape, dtype, params, seed, file, tensor, where, mshape, values,
