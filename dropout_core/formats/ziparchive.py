@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import DropoutError, escape_name
-from ..tensorfile import read_exact
+from .base import read_exact
 
 STORED, DEFLATED = 0, 8
 MAX_CENTRAL = 100_000_000  # bytes of central directory, like the safetensors header cap
