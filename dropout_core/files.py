@@ -17,7 +17,6 @@ import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial
 
 import numpy as np
 
@@ -35,12 +34,12 @@ from .formats import (
     open_tensor_file,
     output_format,
 )
-from .formats.base import read_exact, read_tensor
 from .params import DropoutParams
 from .plan import TensorPlan, plan_tensor
 from .seeds import file_key, resolve_seed
 from .stats import TensorStats, totals
 from .threads import BufferPool
+from .units import slab_chunks
 
 
 def selected(name: str, tensors: tuple[str, ...], exclude: tuple[str, ...]) -> bool:
@@ -283,49 +282,56 @@ class MaskWriter:
         self.writer.finish()
 
 
+def chunks_of(fd: int, tf: TensorFile, t: TensorInfo, chunk: int = CHUNK):
+    """A tensor's elements, chunk by chunk in C order, through its format's reader:
+    ``(start, stop, flat values)``."""
+    read, sliced = format_module(tf.format).reader(fd, tf, t, None)
+    if sliced:
+        for s, e, idx in slab_chunks(t.shape, chunk):
+            yield s, e, read(s, e, idx)
+    else:
+        for s in range(0, t.numel, chunk):
+            e = min(t.numel, s + chunk)
+            yield s, e, read(s, e, None)
+
+
 def inspect_file(path: str) -> dict:
     """Describe a tensor file: format, metadata, and per tensor dtype, shape, zeros.
 
     Works chunk by chunk; for bool tensors (mask files) it counts kept and dropped.
     """
-    with open_tensor_file(path) as tf:
-        fmt = format_module(tf.format)
+    with open_tensor_file(path) as tf, open(tf.real_path, "rb") as f:
         out = []
-        with open(tf.real_path, "rb") as f:
-            for t in tf.tensors:
-                # zeros are counted in storage order: a Fortran-order tensor is read as it lies
-                read = partial(_raw, f.fileno(), t) if t.fortran_order else \
-                    fmt.reader(f.fileno(), tf, t, None)[0]
-                zeros = nonfinite = 0
-                for s in range(0, t.numel, CHUNK):
-                    buf = read(s, min(t.numel, s + CHUNK), None)
-                    zeros += int(np.count_nonzero(buf == 0))
-                    if t.dtype.kind not in "biu":
-                        nonfinite += int(np.count_nonzero(~np.isfinite(buf)))
-                entry = {"name": t.name, "dtype": dtype_label(t.dtype), "shape": list(t.shape),
-                         "numel": t.numel, "zeros": zeros,
-                         "zero_fraction": zeros / t.numel if t.numel else 0.0,
-                         "nonfinite": nonfinite}
-                if t.dtype == bool:
-                    entry["kept"], entry["dropped"] = t.numel - zeros, zeros
-                if t.fortran_order:
-                    entry["fortran_order"] = True
-                out.append(entry)
+        for t in tf.tensors:
+            zeros = nonfinite = 0
+            for _, _, buf in chunks_of(f.fileno(), tf, t):
+                zeros += int(np.count_nonzero(buf == 0))
+                if t.dtype.kind not in "biu":
+                    nonfinite += int(np.count_nonzero(~np.isfinite(buf)))
+            entry = {"name": t.name, "dtype": dtype_label(t.dtype), "shape": list(t.shape),
+                     "numel": t.numel, "zeros": zeros,
+                     "zero_fraction": zeros / t.numel if t.numel else 0.0,
+                     "nonfinite": nonfinite}
+            if t.dtype == bool:
+                entry["kept"], entry["dropped"] = t.numel - zeros, zeros
+            if t.fortran_order:
+                entry["fortran_order"] = True
+            out.append(entry)
         return {"file": tf.path, "format": tf.format, "size": tf.size,
                 "metadata": tf.metadata, "tensors": out}
 
 
-def _raw(fd: int, t: TensorInfo, s: int, e: int, idx=None) -> np.ndarray:
-    """Elements [s, e) of a tensor in the order they are stored."""
-    buf = np.empty(e - s, dtype=t.dtype)
-    read_exact(fd, t.offset + s * t.dtype.itemsize, buf)
-    return buf
-
-
 def load_tensors(path: str) -> dict[str, np.ndarray]:
-    """Read every tensor of a (small) file into memory, through the format's door."""
+    """Read every tensor of a (small) file into memory, through its format's reader."""
+    path = os.fspath(path)
+    out = {}
     with open_tensor_file(path) as tf, open(tf.real_path, "rb") as f:
-        return {t.name: read_tensor(f.fileno(), tf, t) for t in tf.tensors}
+        for t in tf.tensors:
+            a = np.empty(t.numel, dtype=t.dtype)
+            for s, e, buf in chunks_of(f.fileno(), tf, t):
+                a[s:e] = buf
+            out[t.name] = a.reshape(t.shape)
+    return out
 
 
 def save_tensors(path: str, tensors: dict[str, np.ndarray],

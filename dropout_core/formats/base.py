@@ -30,8 +30,9 @@ class TensorInfo:
     name: str
     dtype: np.dtype
     shape: tuple[int, ...]
-    offset: int  # absolute byte offset of the data in the file
+    offset: int  # absolute byte offset of the data in the file (raw formats)
     fortran_order: bool = False
+    member: object = None  # what else the format needs to find the data (an archive member)
 
     @property
     def numel(self) -> int:
@@ -214,13 +215,6 @@ def chunk_reader(fd: int, tf: TensorFile, t: TensorInfo, take=None) -> tuple[Rea
         return buf
 
     return read_c, False
-
-
-def read_tensor(fd: int, tf: TensorFile, t: TensorInfo) -> np.ndarray:
-    """A whole tensor in memory, in its logical shape (for small files: masks, load_tensors)."""
-    buf = np.empty(t.numel, dtype=t.dtype)
-    read_exact(fd, t.offset, buf)
-    return buf.reshape(t.shape[::-1]).T if t.fortran_order else buf.reshape(t.shape)
 
 
 # ----------------------------------------------------------------------------- writing
