@@ -36,6 +36,7 @@ class Job:
     seed: int | None
     copy: int | None = None
     inplace: bool = False
+    key: str | None = None  # the file part of the stream key (default: the input's base name)
 
 
 @dataclass
@@ -174,7 +175,7 @@ def _plan_files(planned: list[Job], params: DropoutParams, opts: BatchOptions,
         if tf is None:
             tf = files[j.input] = opened.enter_context(open_tensor_file(j.input))
         replay = load_replay(opts.mask_in, tf) if opts.mask_in else None
-        key = file_key(j.input)
+        key = j.key if j.key is not None else file_key(j.input)
         plans = plan_file(tf, params, j.seed, key, tensors=opts.tensors, exclude=opts.exclude,
                           replay=replay)
         work.append(FileJob(tf, j.output, params, j.seed, key, plans, opts.mask_out, j.copy))
