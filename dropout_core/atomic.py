@@ -79,12 +79,16 @@ def _refuse_special(path: str, shown: str) -> None:
                            "(to stream, write to stdout with '-')")
 
 
-def check_target(path: str, *, force: bool, inputs: list[str] = ()) -> None:
+def check_target(path: str, *, force: bool, inputs: list[str] = (),
+                 interface: str = "python", made_dir: str | None = None) -> None:
     """Refuse an output that exists (without force), is an input, or has no directory.
 
     Devices, FIFOs and sockets are refused too: replacing /dev/null with a
-    regular file is what a careless writer does as root.
+    regular file is what a careless writer does as root.  ``made_dir``: a
+    directory the run will create (``--out-dir``) may be missing still.
     """
+    from .params import say
+
     shown = escape_name(path)
     real = resolve_target(path)
     parent = os.path.dirname(os.path.abspath(real)) or "."
@@ -92,14 +96,44 @@ def check_target(path: str, *, force: bool, inputs: list[str] = ()) -> None:
         raise DropoutError(f"{shown}: output is a directory")
     _refuse_special(path, shown)
     if not os.path.isdir(parent):
+        if made_dir is not None and os.path.abspath(made_dir) == os.path.abspath(parent):
+            return  # nothing can be in the way in a directory that does not exist yet
         raise DropoutError(f"{shown}: output directory {escape_name(parent)} does not exist")
     if os.path.exists(real):
         for src in inputs:
             if src != "-" and os.path.exists(src) and os.path.samefile(src, real):
-                raise DropoutError(f"{shown}: output is the input file; use --inplace to "
-                                   "rewrite it")
+                raise DropoutError(f"{shown}: output is the input file; use "
+                                   f"{say('inplace', interface)} to rewrite it")
         if not force:
-            raise DropoutError(f"{shown}: output exists; use --force to replace it", exit_code=1)
+            raise DropoutError(f"{shown}: output exists; use {say('force', interface)} to "
+                               "replace it")
+
+
+def check_replaceable(path: str, *, force: bool, interface: str = "python") -> None:
+    """--inplace: refuse a file its user protected, unless forced.
+
+    A write-protected file (no write permission for us, or no write bit at all,
+    as ``rm`` asks about even for root), and a file of another user that would
+    become ours (only root can give it back to its owner, which atomic_write does).
+    """
+    from .params import say
+
+    real = resolve_target(path)
+    try:
+        st = os.stat(real)
+    except OSError:
+        return  # the input's own checks name the problem
+    if force:
+        return
+    shown = escape_name(path)
+    hint = f"use {say('force', interface)} to replace it anyway"
+    directory = os.path.dirname(os.path.abspath(real)) or "."
+    denied = not os.access(real, os.W_OK) and os.access(directory, os.W_OK)
+    if not (st.st_mode & 0o222) or denied:  # (a read-only file system is atomic_write's to name)
+        raise DropoutError(f"{shown}: is write-protected; {hint}")
+    if st.st_uid != os.geteuid() and os.geteuid() != 0:
+        raise DropoutError(f"{shown}: belongs to another user (uid {st.st_uid}) and would "
+                           f"become yours; {hint}")
 
 
 class CommitGroup:

@@ -17,14 +17,26 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
-from .atomic import CommitGroup, atomic_write, check_target
+from .atomic import CommitGroup, atomic_write, check_replaceable, check_target
+from .dtypes import dtype_label
 from .engine import CHUNK
 from .errors import DropoutError, UsageError, escape_name
-from .files import FileJob, load_replay, plan_file, run_file
-from .formats import open_tensor_file
+from .files import (
+    FileJob,
+    check_mask_in,
+    check_output_format,
+    check_selection,
+    failure,
+    load_replay,
+    mask_format,
+    plan_file,
+    run_one,
+)
+from .formats import TensorFile, open_tensor_file
 from .params import DropoutParams
+from .params import say as say_in
 from .seeds import derive_repeat_seed, file_key, resolve_seed
-from .stats import run_header, sum_totals
+from .stats import run_header, sum_totals, totals
 
 
 @dataclass(frozen=True)
@@ -51,6 +63,15 @@ class BatchOptions:
     stats: str | None = None  # a path for the JSON stats ("-": the caller prints them)
     chunk_size: int = CHUNK
     threads: int | None = None  # per file; like chunk_size, never changes a result
+    key: str | None = None  # the file part of every stream key (default: each input's name)
+    keep_going: bool = False  # a bad file is reported in the stats; the others still run
+    dry_run: bool = False  # check and plan everything, write nothing
+
+    def __post_init__(self) -> None:
+        for name in ("mask_in", "mask_out", "stats"):
+            value = getattr(self, name)
+            if value is not None:
+                setattr(self, name, os.fspath(value))
 
 
 def output_name(input: str, out_dir: str, suffix: str = "", copy: int | None = None,
@@ -68,25 +89,35 @@ def output_name(input: str, out_dir: str, suffix: str = "", copy: int | None = N
 
 def plan_jobs(inputs: list[str], *, output: str | None = None, out_dir: str | None = None,
               suffix: str = "", inplace: bool = False, repeat: int = 1,
-              seed: int | None = None) -> list[Job]:
-    """Turn the command line's inputs and output options into jobs, each with its seed.
+              seed: int | None = None, key: str | None = None,
+              interface: str = "python") -> list[Job]:
+    """Turn the inputs and output options into jobs, each with its output, seed and key.
 
     ``seed`` is the run's (already decided); ``--repeat`` copies get seeds
     derived from it, here and nowhere else.
     """
+    def say(option: str) -> str:
+        return say_in(option, interface)
+
     if not inputs:
         raise UsageError("give at least one input file")
     if repeat < 1:
-        raise UsageError(f"repeat must be at least 1, got {repeat}")
+        raise UsageError(f"{say('repeat')} must be at least 1, got {repeat}")
     given = [o for o in (output is not None, out_dir is not None, inplace) if o]
     if len(given) > 1:
-        raise UsageError("give only one of -o/--output, --out-dir and --inplace")
+        raise UsageError(f"give only one of {say('output')}, {say('out_dir')} and "
+                         f"{say('inplace')}")
     if not given:
-        raise UsageError("give -o/--output, --out-dir or --inplace")
+        raise UsageError(f"give {say('output')}, {say('out_dir')} or {say('inplace')}")
     if output is not None and (len(inputs) > 1 or repeat > 1):
-        raise UsageError("-o takes one input and no --repeat; use --out-dir for several outputs")
+        raise UsageError(f"{say('output')} takes one input and no {say('repeat')}; use "
+                         f"{say('out_dir')} for several outputs")
+    if suffix and out_dir is None:
+        raise UsageError(f"{say('suffix')} names the outputs in {say('out_dir')}; it has no "
+                         f"effect with {say('output') if output is not None else say('inplace')}")
     if inplace and repeat > 1:
-        raise UsageError("--repeat makes new files; it cannot be combined with --inplace")
+        raise UsageError(f"{say('repeat')} makes new files; it cannot be combined with "
+                         f"{say('inplace')}")
     if "-" in inputs and len(inputs) > 1:
         raise UsageError("stdin (-) can only be the only input")
     jobs: list[Job] = []
@@ -95,16 +126,23 @@ def plan_jobs(inputs: list[str], *, output: str | None = None, out_dir: str | No
             copy = r if repeat > 1 else None
             s = seed if copy is None or seed is None else derive_repeat_seed(seed, r)
             if inplace:
-                jobs.append(Job(path, path, s, copy, inplace=True))
+                jobs.append(Job(path, path, s, copy, inplace=True, key=key))
             elif out_dir is not None:
-                jobs.append(Job(path, output_name(path, out_dir, suffix, copy, repeat), s, copy))
+                jobs.append(Job(path, output_name(path, out_dir, suffix, copy, repeat), s, copy,
+                                key=key))
             else:
-                jobs.append(Job(path, output, s, copy))
-    outs = [os.path.abspath(j.output) for j in jobs if j.output not in (None, "-")]
-    if len(set(outs)) != len(outs):
-        dup = next(o for o in outs if outs.count(o) > 1)
-        raise UsageError(f"two inputs would write the same output {escape_name(dup)}; "
-                         "rename them or use --suffix")
+                jobs.append(Job(path, output, s, copy, key=key))
+    seen: dict[str, str] = {}
+    for j in jobs:
+        if j.output in (None, "-"):
+            continue
+        out = os.path.abspath(j.output)
+        if out in seen and seen[out] != j.input:
+            raise UsageError(f"{escape_name(seen[out])} and {escape_name(j.input)} would both "
+                             f"be written to {escape_name(j.output)} (the same base name); "
+                             f"give them different names, or run them separately with "
+                             f"different {say('out_dir')}")
+        seen[out] = j.input
     return jobs
 
 
@@ -121,65 +159,133 @@ def apply_files(inputs: list[str], *, params: DropoutParams, seed: int | None = 
     Every input is checked (header, plans and output target) before any output
     is written.  Results never depend on ``jobs``, on the order of the inputs
     or on which other files share the run: each tensor's stream is keyed by
-    the seed, the file's base name and the tensor's name.  ``dask_scheduler``
-    (an address or a ``distributed.Client``) runs the files on a Dask cluster
-    instead: see ``dask_backend.run_jobs``.
+    the seed, the file's base name (or ``options.key``) and the tensor's name.
+    ``dask_scheduler`` (an address or a ``distributed.Client``) runs the files
+    on a Dask cluster instead: see ``dask_backend.run_jobs``.  With
+    ``options.keep_going`` a bad file is reported in the stats (``"status":
+    "failed"``) and the others still run; ``options.dry_run`` checks and plans
+    everything and writes nothing.
     """
     opts = options or BatchOptions()
+    say = params.say
+    inputs = [os.fspath(i) for i in inputs]
+    output = None if output is None else os.fspath(output)
+    out_dir = None if out_dir is None else os.fspath(out_dir)
     if dask_scheduler is not None and jobs > 1:
-        raise UsageError("give --jobs or --dask-scheduler, not both: the cluster's workers "
-                         "decide the parallelism")
-    # reported in the stats, so that a run without --seed can be repeated
+        raise UsageError(f"give {say('jobs')} or {say('dask_scheduler')}, not both: the "
+                         "cluster's workers decide the parallelism")
+    if output == "-" and opts.stats == "-":
+        raise UsageError(f"{say('output')} - and {say('stats')} - both want stdout; write one "
+                         "to a file")
+    check_mask_in(opts.mask_in, seed, params)
+    # reported in the stats, so that a run without a seed can be repeated
     seed = resolve_seed(seed, needed=opts.mask_in is None and not params.identity)
     planned = plan_jobs(inputs, output=output, out_dir=out_dir, suffix=suffix, inplace=inplace,
-                        repeat=repeat, seed=seed)
-    if opts.mask_out and len(planned) > 1:
-        raise UsageError("--mask-out takes one input file")
+                        repeat=repeat, seed=seed, key=opts.key, interface=params.interface)
+    if opts.mask_out:
+        if len(planned) > 1:
+            raise UsageError(f"{say('mask_out')} takes one input file")
+        mask_format(opts.mask_out, params)
     with contextlib.ExitStack() as opened:
-        work = _plan_files(planned, params, opts, opened)
+        work, failed = _plan_files(planned, params, opts, opened, out_dir)
         outputs = [j.output for j in planned if j.output not in (None, "-")]
-        check_side_outputs({"--stats": opts.stats, "--mask-out": opts.mask_out}, inputs,
-                           outputs, force=opts.force)
-        if out_dir is not None and not os.path.isdir(out_dir):
+        check_side_outputs({say("stats"): opts.stats, say("mask_out"): opts.mask_out}, inputs,
+                           outputs, force=opts.force, interface=params.interface)
+        doc = run_header(params, seed)
+        if opts.mask_in is not None:
+            doc["mask_in"] = opts.mask_in
+        if opts.dry_run:
+            doc["dry_run"] = True
+            doc["files"] = [describe(job) for job in work] + failed
+            doc["totals"] = sum_totals(doc["files"])
+            return doc
+        session = None
+        if dask_scheduler is not None:  # reach the cluster before anything is made
+            from .dask_backend import session as dask_session
+
+            session = opened.enter_context(dask_session(dask_scheduler))
+        if out_dir is not None and not os.path.isdir(out_dir) and work:
             try:
                 os.makedirs(out_dir, exist_ok=True)
             except OSError as e:
                 raise DropoutError(f"{escape_name(out_dir)}: cannot create directory: "
                                    f"{e.strerror}") from None
-        for j in planned:
-            if not j.inplace and j.output != "-":
-                check_target(j.output, force=opts.force, inputs=list(inputs))
-        if dask_scheduler is not None:
+        if session is not None:
             from .dask_backend import run_jobs
 
-            results = run_jobs(work, opts, dask_scheduler, progress)
+            results = run_jobs(work, opts, session, progress)
         elif jobs > 1 and len(work) > 1:
             results = _run_in_processes(work, opts, jobs, progress)
         else:
             results = _run_here(work, opts, progress)
-    doc = run_header(params, seed)
-    doc["files"] = results
-    doc["totals"] = sum_totals(results)
+    doc["files"] = results + failed
+    doc["totals"] = sum_totals(doc["files"])
     if opts.stats not in (None, "-"):
         write_stats(doc, opts.stats)
     return doc
 
 
 def _plan_files(planned: list[Job], params: DropoutParams, opts: BatchOptions,
-                opened: contextlib.ExitStack) -> list[FileJob]:
-    """Open each input once and plan each of its jobs (a bad input leaves nothing behind)."""
-    files = {}
-    work = []
+                opened: contextlib.ExitStack,
+                out_dir: str | None) -> tuple[list[FileJob], list[dict]]:
+    """Open each input once, check it and plan each of its jobs; nothing is written yet.
+
+    Returns the planned files and, with ``keep_going``, the ones that failed.
+    """
+    files: dict[str, TensorFile] = {}
+    bad: dict[str, str] = {}
+    for j in planned:  # open every input first: a glob that matches nothing is an error
+        if j.input in files or j.input in bad:
+            continue
+        try:
+            files[j.input] = opened.enter_context(open_tensor_file(j.input))
+        except DropoutError as e:
+            if not opts.keep_going or e.exit_code != 1:
+                raise
+            bad[j.input] = str(e)
+    check_selection(list(files.values()), opts.tensors, opts.exclude, params)
+    work, failed = [], []
     for j in planned:
-        tf = files.get(j.input)
-        if tf is None:
-            tf = files[j.input] = opened.enter_context(open_tensor_file(j.input))
-        replay = load_replay(opts.mask_in, tf) if opts.mask_in else None
-        key = j.key if j.key is not None else file_key(j.input)
-        plans = plan_file(tf, params, j.seed, key, tensors=opts.tensors, exclude=opts.exclude,
-                          replay=replay)
+        try:
+            if j.input in bad:
+                raise DropoutError(bad[j.input])
+            tf = files[j.input]
+            check_output_format(j.output, tf, params)
+            if j.inplace:
+                check_replaceable(j.output, force=opts.force, interface=params.interface)
+            elif j.output != "-":
+                check_target(j.output, force=opts.force, inputs=list(files),
+                             interface=params.interface, made_dir=out_dir)
+            replay = load_replay(opts.mask_in, tf) if opts.mask_in else None
+            key = j.key if j.key is not None else file_key(j.input)
+            plans = plan_file(tf, params, j.seed, key, tensors=opts.tensors,
+                              exclude=opts.exclude, replay=replay)
+        except DropoutError as e:
+            if not opts.keep_going or e.exit_code != 1:
+                raise
+            failed.append(failure(j.input, j.output, e))
+            continue
         work.append(FileJob(tf, j.output, params, j.seed, key, plans, opts.mask_out, j.copy))
-    return work
+    return work, failed
+
+
+def describe(job: FileJob) -> dict:
+    """What a planned file would do (``--dry-run``): tensors processed or copied, units."""
+    tensors = []
+    for t in job.tf.tensors:
+        plan = job.plans.get(t.name)
+        entry = {"name": t.name, "status": "skipped" if plan is None else "processed",
+                 "dtype": dtype_label(t.dtype), "shape": list(t.shape), "numel": t.numel,
+                 "mask_shape": None, "units": 0, "dropped": 0, "overflow": 0}
+        if plan is not None and not plan.identity:
+            entry["mask_shape"], entry["units"] = list(plan.mask_shape), plan.units
+        tensors.append(entry)
+    doc = {"input": job.tf.path, "output": job.output, "format": job.tf.format,
+           "key": job.key, "seed": job.seed, "status": "planned", "tensors": tensors,
+           "totals": totals(tensors)}
+    if job.copy is not None:
+        doc["copy"] = job.copy
+    return doc
 
 
 def _size(job: FileJob) -> int:
@@ -193,18 +299,19 @@ def _run_here(work: list[FileJob], opts: BatchOptions,
         for job in work:
             hook = None if progress is None else \
                 (lambda n, _done=done: progress(min(total, _done + n), total))
-            results.append(run_file(job, chunk=opts.chunk_size, threads=opts.threads,
-                                    progress=hook, group=group))
+            results.append(run_one(job, opts.chunk_size, opts.threads, opts.keep_going, hook,
+                                   group))
             done += _size(job)
             if progress:
                 progress(done, total)
     return results
 
 
-def run_batch(work: list[FileJob], chunk: int, threads: int | None) -> list[dict]:
+def run_batch(work: list[FileJob], chunk: int, threads: int | None,
+              keep_going: bool) -> list[dict]:
     """A worker process's task: several planned files, one after the other."""
     with CommitGroup() as group:
-        return [run_file(job, chunk=chunk, threads=threads, group=group) for job in work]
+        return [run_one(job, chunk, threads, keep_going, group=group) for job in work]
 
 
 def _run_in_processes(work: list[FileJob], opts: BatchOptions, jobs: int,
@@ -218,7 +325,7 @@ def _run_in_processes(work: list[FileJob], opts: BatchOptions, jobs: int,
     ctx.set_forkserver_preload([__name__])  # each worker starts with the library imported
     with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
         with _main_hidden():
-            futures = [pool.submit(run_batch, b, opts.chunk_size, opts.threads)
+            futures = [pool.submit(run_batch, b, opts.chunk_size, opts.threads, opts.keep_going)
                        for b in batches]
         for k, f in enumerate(futures):
             for i, r in zip(range(k, len(work), n), f.result(), strict=True):
@@ -276,7 +383,7 @@ def map_files(paths, client=None, *, params: DropoutParams | None = None,
 def write_stats(doc: dict, path: str) -> None:
     """The stats document as JSON, written like every other output (atomically)."""
     text = json.dumps(doc, indent=2, allow_nan=False) + "\n"
-    with atomic_write(path) as f:
+    with atomic_write(os.fspath(path)) as f:
         f.write(text.encode())
 
 
@@ -290,7 +397,7 @@ def _same_path(a: str, b: str) -> bool:
 
 
 def check_side_outputs(side: dict[str, str | None], inputs: list[str], outputs: list[str], *,
-                       force: bool) -> None:
+                       force: bool, interface: str = "python") -> None:
     """--stats and --mask-out may not name an input, an output or each other."""
     given = [(opt, p) for opt, p in side.items() if p not in (None, "-")]
     for k, (opt, path) in enumerate(given):
@@ -304,4 +411,4 @@ def check_side_outputs(side: dict[str, str | None], inputs: list[str], outputs: 
         for opt2, other in given[k + 1:]:
             if _same_path(path, other):
                 raise UsageError(f"{escape_name(path)}: {opt} and {opt2} name the same file")
-        check_target(path, force=force, inputs=list(inputs))
+        check_target(path, force=force, inputs=list(inputs), interface=interface)

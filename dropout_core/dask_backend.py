@@ -15,9 +15,10 @@ imported inside the functions, so ``import dropout_core`` never needs it.
 
 from __future__ import annotations
 
+import contextlib
 import operator
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 
 import numpy as np
@@ -233,35 +234,45 @@ class DaskBag:
     """As a scheduler: run the jobs as a dask.bag on dask's current scheduler."""
 
 
-def run_jobs(work: list, opts, scheduler,
+@contextlib.contextmanager
+def session(scheduler) -> Iterator:
+    """A connected ``distributed.Client`` (closed afterwards if made here), or the DaskBag."""
+    if isinstance(scheduler, DaskBag):
+        yield scheduler
+        return
+    client, owned = _connect(scheduler)
+    try:
+        yield client
+    finally:
+        if owned:
+            client.close()
+
+
+def run_jobs(work: list, opts, session,
              progress: Callable[[int, int], None] | None = None) -> list[dict]:
     """Run planned files (``files.FileJob``) on Dask, one task per output; results in order.
 
-    ``scheduler``: an address (connect, run, disconnect), a ``distributed.Client``,
-    or ``DaskBag()`` for a dask.bag.  Called by ``apply_files(dask_scheduler=...)``.
+    ``session``: a ``distributed.Client`` or a ``DaskBag`` (see ``session``).
+    Called by ``apply_files(dask_scheduler=...)``.
     """
     for job in work:
         if job.tf.path == "-" or job.output == "-":
             raise UsageError("Dask workers cannot read stdin or write stdout (-); give file "
-                             "paths, or run without --dask-scheduler")
+                             "paths, or run without a Dask scheduler")
     from . import __version__
 
     tasks = [_portable(job) for job in work]
     sizes = [job.tf.size for job in work]  # progress counts bytes, as apply_files does
-    run = dict(chunk=opts.chunk_size, threads=opts.threads, version=__version__)
-    if isinstance(scheduler, DaskBag):
+    run = dict(chunk=opts.chunk_size, threads=opts.threads, keep_going=opts.keep_going,
+               version=__version__)
+    if isinstance(session, DaskBag):
         bag = _need("dask.bag")
         results = bag.from_sequence(tasks, npartitions=max(1, len(tasks))).map(
             _remote_job, **run).compute()
         if progress:
             progress(sum(sizes), sum(sizes))
         return list(results)
-    client, owned = _connect(scheduler)
-    try:
-        return _run_futures(client, tasks, sizes, run, progress)
-    finally:
-        if owned:
-            client.close()
+    return _run_futures(session, tasks, sizes, run, progress)
 
 
 def _portable(job) -> tuple:
@@ -274,16 +285,17 @@ def _portable(job) -> tuple:
                    mask_out=absolute(job.mask_out)), job.output
 
 
-def _remote_job(task, *, chunk: int, threads: int | None, version: str) -> dict:
+def _remote_job(task, *, chunk: int, threads: int | None, keep_going: bool,
+                version: str) -> dict:
     """One file, on a worker: run as planned, reported under the paths as given."""
     from . import __version__
-    from .files import run_file
+    from .files import run_one
 
     if version != __version__:
         raise DropoutError(f"this Dask worker runs tensor-dropout {__version__}, the client "
                            f"{version}; install the same version everywhere")
     job, shown_out = task
-    stats = run_file(job, chunk=chunk, threads=threads)
+    stats = run_one(job, chunk, threads, keep_going)
     stats["output"] = shown_out
     return stats
 

@@ -19,13 +19,19 @@ _SAY = {
     "python": {"rng_torch": "rng='torch'", "exact_count": "exact_count",
                "share_axes": "share_axes", "fill": "fill", "no_scale": "scale=False",
                "exclude": "exclude", "force": "force=True", "inplace": "inplace=True",
-               "seed": "seed", "p": "p", "mask_in": "mask_in", "channel_axis": "channel_axis",
-               "variant": "variant", "tensor": "tensors="},
+               "seed": "seed", "p": "p", "mask_in": "mask_in", "mask_out": "mask_out",
+               "channel_axis": "channel_axis", "variant": "variant", "tensor": "tensors",
+               "output": "output", "out_dir": "out_dir", "suffix": "suffix",
+               "repeat": "repeat", "jobs": "jobs", "dask_scheduler": "dask_scheduler",
+               "stats": "stats", "key": "key"},
     "cli": {"rng_torch": "--rng torch", "exact_count": "--exact-count",
             "share_axes": "--share-axes", "fill": "--fill", "no_scale": "--no-scale",
             "exclude": "--exclude", "force": "--force", "inplace": "--inplace",
-            "seed": "--seed", "p": "-p", "mask_in": "--mask-in",
-            "channel_axis": "--channel-axis", "variant": "--variant", "tensor": "--tensor"},
+            "seed": "--seed", "p": "-p", "mask_in": "--mask-in", "mask_out": "--mask-out",
+            "channel_axis": "--channel-axis", "variant": "--variant", "tensor": "--tensor",
+            "output": "-o/--output", "out_dir": "--out-dir", "suffix": "--suffix",
+            "repeat": "--repeat", "jobs": "--jobs", "dask_scheduler": "--dask-scheduler",
+            "stats": "--stats", "key": "--key"},
 }
 
 
@@ -63,7 +69,7 @@ class DropoutParams:
         if isinstance(p, bool) or not isinstance(p, (int, float)) or math.isnan(p) \
                 or not 0.0 <= p <= 1.0:
             raise UsageError(f"p must be a number with 0 <= p <= 1, got {p!r}")
-        object.__setattr__(self, "p", float(p))
+        object.__setattr__(self, "p", float(p) + 0.0)  # -0.0 is 0
         if self.interface not in _SAY:
             raise UsageError(f"interface must be one of {', '.join(_SAY)}, got {self.interface!r}")
         for name, allowed in (("mode", MODES), ("variant", VARIANTS), ("rng", RNGS)):

@@ -6,6 +6,7 @@ Gathered beside the kernel, from the same keep bits, in unit order.
 from __future__ import annotations
 
 import hashlib
+import json
 
 import numpy as np
 
@@ -124,9 +125,42 @@ def run_header(params, seed: int | None) -> dict:
 
 
 def sum_totals(files: list[dict]) -> dict:
-    """The run's totals over its files' totals."""
-    keys = ("tensors", "processed", "skipped", "numel", "kept", "dropped", "overflow")
-    out = {k: sum(f["totals"][k] for f in files) for k in keys}
-    out["files"] = len(files)
+    """The run's totals over its files' totals: the keys of ``totals``, in its order, then
+    the number of files and of files that failed."""
+    out = {k: sum(f["totals"][k] for f in files) for k in totals([])}
     out["drop_fraction"] = out["dropped"] / out["numel"] if out["numel"] else 0.0
+    out["files"] = len(files)
+    out["failed"] = sum(f.get("status") == "failed" for f in files)
     return out
+
+
+class ContentDigest:
+    """SHA-256 of a tensor's content, whatever file format or memory order holds it.
+
+    Hashed: ``b"tensor-dropout/content/v1"``, then length-prefixed fields (8-byte
+    little-endian length) of the dtype's name (``float32``, ``bfloat16``...) and
+    the shape as JSON (``[2, 3]``), then every element in C order as its
+    little-endian bytes.  docs/random-stream.md states it with an example.
+
+    >>> d = ContentDigest(np.dtype("<f4"), (2,)); d.update(np.zeros(2, "<f4")); d.hexdigest()[:15]
+    'sha256:a18f4024'
+    """
+
+    def __init__(self, dtype: np.dtype, shape: tuple[int, ...]) -> None:
+        from .dtypes import dtype_label
+        from .seeds import field
+
+        self._h = hashlib.sha256(b"tensor-dropout/content/v1" + field(dtype_label(dtype).encode())
+                                 + field(json.dumps(list(shape)).encode()))
+        order = dtype.byteorder
+        self._swap = order == ">" or (order == "=" and not np.little_endian)
+
+    def update(self, flat: np.ndarray) -> None:
+        """The next elements, in C order."""
+        a = np.ascontiguousarray(flat).reshape(-1)
+        if self._swap:
+            a = a.byteswap()
+        self._h.update(a.view(np.uint8))
+
+    def hexdigest(self) -> str:
+        return "sha256:" + self._h.hexdigest()

@@ -89,4 +89,4 @@ def exact_dropped(seed: int, file: str, tensor: str, p: float, units: int) -> li
 def repeat_seed(seed: int, copy: int) -> int:
     data = b"tensor-dropout/v1" + field(b"repeat") + field(str(seed).encode()) \
         + field(str(copy).encode())
-    return int.from_bytes(hashlib.sha256(data).digest()[:8], "little") >> 1
+    return int.from_bytes(hashlib.sha256(data).digest()[:8], "little") >> 11  # below 2**53

@@ -147,7 +147,9 @@ def test_two_inputs_with_one_output_name_refused(tmp_path, run_cli):
     x = write_npy(tmp_path / "a" / "x.npy", np.ones(4, np.float32))
     y = write_npy(tmp_path / "b" / "x.npy", np.ones(4, np.float32))
     code, _, err = run_cli("apply", x, y, "--out-dir", str(tmp_path / "o"))
-    assert code == 2 and "same output" in err
+    # the hint must be one that works: --suffix applies to both, so it cannot help
+    assert code == 2 and "would both be written to" in err and "--suffix" not in err
+    assert "give them different names" in err
 
 
 @pytest.mark.parametrize("args,msg", [

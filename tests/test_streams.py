@@ -103,4 +103,11 @@ def test_exact_count_choice_is_uniform_over_units():
 def test_repeat_seeds_follow_the_spec_and_differ():
     seeds = [derive_repeat_seed(7, r) for r in range(5)]
     assert seeds == [ref.repeat_seed(7, r) for r in range(5)]
-    assert len(set(seeds)) == 5 and all(0 <= s < 2**63 for s in seeds)
+    assert len(set(seeds)) == 5 and all(0 <= s < 2**53 for s in seeds)
+
+
+def test_fresh_seeds_are_exact_in_json_readers():
+    from dropout_core.seeds import new_seed
+
+    # a double holds every integer below 2**53: jq and JavaScript read these back exactly
+    assert all(0 <= s < 2**53 and float(s) == s for s in (new_seed() for _ in range(1000)))
