@@ -15,7 +15,7 @@ import time
 
 import click
 
-from .errors import EXIT_CODES, Group
+from .errors import EXIT_CODES, Group, command_error
 from .options import dropout_options, mask_options, output_options, run_options, selection_options
 
 
@@ -125,18 +125,37 @@ class _Progress:
 
 @cli.command(epilog=EXIT_CODES)
 @click.argument("files", nargs=-1, required=True, metavar="FILE...")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def inspect(files: tuple[str, ...], as_json: bool) -> None:
-    """Show the tensors in each FILE: dtype, shape, zero fraction (kept/dropped for masks)."""
-    from dropout_core import inspect_file
+@click.option("--json", "as_json", is_flag=True,
+              help="Print a JSON array, one object per file, instead of a table.")
+@click.pass_context
+def inspect(ctx: click.Context, files: tuple[str, ...], as_json: bool) -> None:
+    """Show the tensors in each FILE: dtype, shape, zero fraction (kept/dropped for masks).
 
-    docs = [inspect_file(f) for f in files]
+    A file that cannot be read gets an error line; the others are still shown,
+    and the exit status is 1.
+    """
+    from dropout_core import DropoutError, inspect_file
+
+    docs, status = [], 0
+    for path in files:
+        try:
+            doc = inspect_file(path)
+        except BrokenPipeError:
+            raise
+        except (DropoutError, OSError, MemoryError) as e:
+            error = command_error(e)
+            error.show()
+            status = max(status, error.exit_code)
+            continue
+        if as_json:
+            docs.append(doc)
+        else:
+            for line in _table(doc):
+                click.echo(line)
     if as_json:
-        click.echo(json.dumps(docs if len(docs) > 1 else docs[0], indent=2))
-        return
-    for doc in docs:
-        for line in _table(doc):
-            click.echo(line)
+        click.echo(json.dumps(docs, indent=2))
+    if status:
+        ctx.exit(status)
 
 
 def _table(doc: dict) -> list[str]:

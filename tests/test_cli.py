@@ -281,7 +281,7 @@ def test_inspect_shows_tensors_and_zero_fraction(tmp_path, run_cli):
     text = out.decode()
     assert code == 0 and "encoder.weight" in text and "bfloat16" in text and "zeros" in text
     code, out, _ = run_cli("inspect", "--json", os.path.join(SAMPLES, "example_1x3x3.npy"))
-    doc = json.loads(out)
+    [doc] = json.loads(out)  # an array, even for one file
     assert doc["tensors"][0]["shape"] == [1, 3, 3] and doc["tensors"][0]["zero_fraction"] == 0
 
 
