@@ -36,7 +36,7 @@ def cli() -> None:
     """Apply dropout to .npy and .safetensors files, reproducibly, with mask statistics."""
 
 
-@cli.command(epilog=EXIT_CODES)
+@cli.command(epilog=EXIT_CODES, short_help="Apply dropout to tensor files.")
 @click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
 @output_options
 @dropout_options
@@ -123,7 +123,7 @@ class _Progress:
             sys.stderr.write("\n")
 
 
-@cli.command(epilog=EXIT_CODES)
+@cli.command(epilog=EXIT_CODES, short_help="Show the tensors in files.")
 @click.argument("files", nargs=-1, required=True, metavar="FILE...")
 @click.option("--json", "as_json", is_flag=True,
               help="Print a JSON array, one object per file, instead of a table.")
@@ -159,21 +159,25 @@ def inspect(ctx: click.Context, files: tuple[str, ...], as_json: bool) -> None:
 
 
 def _table(doc: dict) -> list[str]:
-    """The lines of one file: a heading, its metadata, one row per tensor."""
+    """The lines of one file: a heading, its metadata, one aligned row per tensor."""
     from dropout_core.errors import escape_name
 
     lines = [f"{escape_name(_shown(doc['file']))}: {doc['format']}, {doc['size']} bytes"]
     for k, v in (doc["metadata"] or {}).items():
         lines.append(f"  metadata {escape_name(k)} = {escape_name(v)}")
+    rows = []
     for t in doc["tensors"]:
         name = "(array)" if doc["format"] == "npy" else escape_name(t["name"])
-        line = (f"  {name}  {t['dtype']}  {t['shape']}  "
-                f"zeros {t['zeros']}/{t['numel']} ({100 * t['zero_fraction']:.2f}%)")
+        rest = f"zeros {t['zeros']}/{t['numel']} ({100 * t['zero_fraction']:.2f}%)"
         if "kept" in t:
-            line += f"  kept {t['kept']} dropped {t['dropped']}"
+            rest += f"  kept {t['kept']} dropped {t['dropped']}"
         if t["nonfinite"]:
-            line += f"  nonfinite {t['nonfinite']}"
-        lines.append(line)
+            rest += f"  nonfinite {t['nonfinite']}"
+        rows.append((name, t["dtype"], str(t["shape"]), rest))
+    widths = [max((len(r[i]) for r in rows), default=0) for i in range(3)]
+    for row in rows:
+        cells = [cell.ljust(w) for cell, w in zip(row, widths, strict=False)]
+        lines.append("  " + "  ".join([*cells, row[3]]))
     return lines
 
 

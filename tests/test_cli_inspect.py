@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
-from conftest import SAMPLES
+import numpy as np
+from conftest import SAMPLES, write_npy, write_safetensors
 
 EXAMPLE = os.path.join(SAMPLES, "example_1x3x3.npy")
 MULTI = os.path.join(SAMPLES, "multi.safetensors")
@@ -52,3 +54,26 @@ def test_inspect_of_only_bad_files_prints_an_empty_array(tmp_path, run_cli):
                              str(tmp_path / "b.npy"))
     assert code == 1 and json.loads(out) == []
     assert [line.split(":")[1].strip()[-5:] for line in err.splitlines()] == ["a.npy", "b.npy"]
+
+
+def test_inspect_table_columns_line_up(tmp_path, run_cli):
+    src = write_safetensors(tmp_path / "m.safetensors", {
+        "w": np.zeros((2, 3, 4), np.float32),
+        "encoder.layer.0.weight": np.ones(7, np.float16),
+        "b": np.ones((1000, 1), np.float64)})
+    code, out, err = run_cli("inspect", src)
+    assert code == 0, err
+    rows = [line for line in out.decode().splitlines() if line.startswith("  ")]
+    assert len(rows) == 3
+    for column in (r"float\d+", r"\[[\d, ]*\]", r"zeros"):
+        starts = {re.search(column, row).start() for row in rows}
+        assert len(starts) == 1, f"{column} not aligned:\n" + "\n".join(rows)
+
+
+def test_inspect_widths_are_per_file(tmp_path, run_cli):
+    a = write_npy(tmp_path / "a.npy", np.ones(3, np.float32))
+    b = write_safetensors(tmp_path / "b.safetensors",
+                          {"a_very_long_tensor_name_indeed": np.ones(2, np.float32)})
+    code, out, _ = run_cli("inspect", a, b)
+    assert code == 0
+    assert "  (array)  float32  [3]  zeros 0/3" in out.decode()
