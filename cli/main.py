@@ -18,6 +18,8 @@ import click
 from .errors import EXIT_CODES, Group, command_error
 from .options import dropout_options, mask_options, output_options, run_options, selection_options
 
+TERMINAL = "refusing to write binary tensor data to a terminal; redirect stdout or use -o FILE"
+
 
 def _version(ctx: click.Context, param, value: bool) -> None:
     if not value or ctx.resilient_parsing:
@@ -63,6 +65,8 @@ def apply(inputs: tuple[str, ...], quiet: bool, **kwargs) -> None:
     if kwargs["output"] == "-":
         if options.stats == "-":  # apply_files will check this too; keep one on merge
             raise click.UsageError("-o - and --stats - both want stdout; write one to a file")
+        if sys.stdout.isatty():  # as gzip does
+            raise click.UsageError(TERMINAL)
     progress = None if quiet or not sys.stderr.isatty() else _Progress()
     doc = apply_files(list(inputs), params=params, options=options, progress=progress, **kwargs)
     if progress:
