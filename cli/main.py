@@ -1,10 +1,13 @@
-"""tensor-dropout: parse options, call dropout_core, print.  Nothing else lives here."""
+"""tensor-dropout: parse options, call dropout_core, print.  Nothing else lives here.
+
+Only dropout_core.params (the option choices) is imported at start-up; the rest of the
+library inside the commands, so that --version and --help stay quick.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import signal
 import sys
@@ -12,89 +15,41 @@ import time
 
 import click
 
-import dropout_core as core
-from dropout_core.atomic import remove_temporaries
-from dropout_core.batch import BatchOptions, apply_files
-from dropout_core.errors import escape_name
-from dropout_core.params import MODES, RNGS, VARIANTS
+from .errors import EXIT_CODES, Group, command_error
+from .options import dropout_options, mask_options, output_options, run_options, selection_options
 
-EXIT_CODES = "Exit status: 0 done, 1 bad data or a bad file, 2 bad command line."
+TERMINAL = "refusing to write binary tensor data to a terminal; redirect stdout or use -o FILE"
 
 
-def _check_p(ctx, param, value: float) -> float:
-    if math.isnan(value) or not 0.0 <= value <= 1.0:
-        raise click.BadParameter(f"p must be between 0 and 1 (0 <= p <= 1), got {value}")
-    return value
+def _version(ctx: click.Context, param, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    from dropout_core import __version__
+
+    click.echo(f"tensor-dropout, version {__version__}")
+    ctx.exit()
 
 
-def _parse_axes(ctx, param, value: str | None) -> tuple[int, ...]:
-    if not value:
-        return ()
-    try:
-        return tuple(int(a) for a in value.split(","))
-    except ValueError:
-        raise click.BadParameter(f"expected comma-separated axes like 0,2, got {value!r}") \
-            from None
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXIT_CODES)
-@click.version_option(core.__version__, prog_name="tensor-dropout")
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]},
+             epilog=EXIT_CODES)
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_version,
+              help="Show the version and exit.")
 def cli() -> None:
     """Apply dropout to .npy and .safetensors files, reproducibly, with mask statistics."""
 
 
-@cli.command(epilog=EXIT_CODES)
+@cli.command(epilog=EXIT_CODES, short_help="Apply dropout to tensor files.")
 @click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
-@click.option("-o", "--output", metavar="PATH", help="Output file (- for stdout). One input.")
-@click.option("--out-dir", metavar="DIR", help="Write outputs here under their own names.")
-@click.option("--suffix", default="", show_default=True,
-              help="Added to each name in --out-dir, before the extension.")
-@click.option("--inplace", is_flag=True, help="Rewrite each input (atomically).")
-@click.option("--force", is_flag=True, help="Replace an existing output file.")
-@click.option("-p", "--p", "p", type=float, default=0.5, show_default=True, callback=_check_p,
-              help="Drop probability, 0 <= p <= 1.")
-@click.option("-s", "--seed", type=int, default=None,
-              help="Seed; without it a fresh one is drawn and reported in the stats.")
-@click.option("--mode", type=click.Choice(MODES), default="train", show_default=True,
-              help="train drops and rescales; eval is the identity.")
-@click.option("--variant", type=click.Choice(VARIANTS), default="element", show_default=True,
-              help="What one mask decision covers, and alpha dropout for SELU networks.")
-@click.option("--channel-axis", type=int, default=1, show_default=True,
-              help="Channel axis for channel and feature-alpha (-1 for channels-last).")
-@click.option("--share-axes", callback=_parse_axes, metavar="AXES",
-              help="Share one decision along these axes, e.g. 0,2 (like Keras' noise_shape).")
-@click.option("--exact-count", is_flag=True,
-              help="Drop exactly round(p * units) units, chosen uniformly.")
-@click.option("--scale/--no-scale", default=True, show_default=True,
-              help="Scale survivors by 1/(1-p) (alpha: apply the affine correction).")
-@click.option("--fill", type=float, default=None,
-              help="Value of dropped elements [default: 0; alpha: -1.7580993408473766].")
-@click.option("--rng", type=click.Choice(RNGS), default="default", show_default=True,
-              help="default: counter-based, any split; torch: torch's CPU masks bit for bit.")
-@click.option("--mask-in", metavar="PATH", help="Replay a saved keep mask instead of drawing.")
-@click.option("--mask-out", metavar="PATH", help="Save the keep mask (bool; .npy/.safetensors).")
-@click.option("--tensor", "tensors", multiple=True, metavar="GLOB",
-              help="Process only matching tensors (repeatable); others are copied.")
-@click.option("--exclude", multiple=True, metavar="GLOB",
-              help="Copy matching tensors unchanged (repeatable).")
-@click.option("--repeat", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Make N augmented copies of each input, in --out-dir.")
-@click.option("-j", "--jobs", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Process files in N parallel processes (same results).")
-@click.option("--dask-scheduler", metavar="ADDRESS",
-              help="Process the files on this running Dask scheduler, e.g. tcp://host:8786 "
-                   "(same results; needs the dask extra and files the workers can see).")
-@click.option("--chunk-size", type=click.IntRange(min=1), default=1 << 20, show_default=True,
-              help="Elements per chunk: memory use only, never the result.")
-@click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="Threads per file [default: the usable cores, at most 8]; same results.")
-@click.option("--stats", "stats_path", metavar="PATH",
-              help="Write the JSON statistics here (- for stdout).")
-@click.option("-q", "--quiet", is_flag=True, help="No summary or progress on stderr.")
-def apply(inputs, output, out_dir, suffix, inplace, force, p, seed, mode, variant,
-          channel_axis, share_axes, exact_count, scale, fill, rng, mask_in, mask_out, tensors,
-          exclude, repeat, jobs, chunk_size, threads, stats_path, quiet, dask_scheduler) -> None:
+@output_options
+@dropout_options
+@mask_options
+@selection_options
+@run_options
+def apply(inputs: tuple[str, ...], quiet: bool, **kwargs) -> None:
     """Apply dropout to each INPUT (.npy or .safetensors; - reads stdin).
+
+    Every option is the library's parameter of the same name: --share-axes is
+    DropoutParams(share_axes=...), --chunk-size is BatchOptions(chunk_size=...).
 
     \b
     Examples:
@@ -102,32 +57,72 @@ def apply(inputs, output, out_dir, suffix, inplace, force, p, seed, mode, varian
       tensor-dropout apply weights.safetensors --inplace -p 0.1 --seed 7
       cat x.npy | tensor-dropout apply - -o - -p 0.5 --seed 1 > y.npy
     """
-    if output == "-" and stats_path == "-":
-        raise click.UsageError("-o - and --stats - both want stdout; write one to a file")
-    params = core.DropoutParams(p=p, mode=mode, variant=variant, scale=scale, fill=fill,
-                                channel_axis=channel_axis, share_axes=share_axes,
-                                exact_count=exact_count, rng=rng, interface="cli")
-    opts = BatchOptions(force=force, tensors=tensors, exclude=exclude, mask_in=mask_in,
-                        mask_out=mask_out, stats=stats_path, chunk_size=chunk_size,
-                        threads=threads)
+    from dropout_core import DropoutError, DropoutParams
+    from dropout_core.batch import BatchOptions, apply_files
+    from dropout_core.files import mask_p
+
+    ctx = click.get_current_context()
+    if kwargs["mask_in"] is not None:  # without -p, the p the mask was made with
+        given = ctx.get_parameter_source("p") is not click.core.ParameterSource.DEFAULT
+        kwargs["p"] = mask_p(kwargs["mask_in"], kwargs["p"] if given else None, "cli")
+    params = DropoutParams(**_take(kwargs, DropoutParams), interface="cli")
+    options = BatchOptions(**_take(kwargs, BatchOptions))
+    if kwargs["output"] == "-" and sys.stdout.isatty() and not options.dry_run:  # as gzip does
+        raise click.UsageError(TERMINAL)
     progress = None if quiet or not sys.stderr.isatty() else _Progress()
-    doc = apply_files(list(inputs), params=params, seed=seed, output=output, out_dir=out_dir,
-                      suffix=suffix, inplace=inplace, repeat=repeat, jobs=jobs, options=opts,
-                      progress=progress, dask_scheduler=dask_scheduler)
+    doc = apply_files(list(inputs), params=params, options=options, progress=progress, **kwargs)
     if progress:
         progress.close()
-    if stats_path == "-":  # a file path was written by the library, atomically
+    if options.stats == "-":  # a file path was written by the library, atomically
         sys.stdout.write(json.dumps(doc, indent=2, allow_nan=False) + "\n")
-        sys.stdout.flush()
+    if options.dry_run and options.stats != "-":
+        for line in _plan_lines(doc):
+            click.echo(line)
+    failed = [f for f in doc["files"] if f.get("status") == "failed"]
+    for f in failed:
+        command_error(DropoutError(f["error"])).show()
     if not quiet:
         for f in doc["files"]:
-            click.echo(_summary(f), err=True)
+            if f.get("status") != "failed":
+                click.echo(_summary(f), err=True)
         if doc["seed"] is not None:
-            click.echo(f"seed {doc['seed']}, effective p {doc['effective_p']!r}", err=True)
+            click.echo(f"seed {doc['seed']}, effective p {doc['effective_p']:.12g}", err=True)
+    if failed:
+        ctx.exit(1)
+
+
+def _take(kwargs: dict, cls: type) -> dict:
+    """Remove and return the options that are fields of the dataclass ``cls``."""
+    import dataclasses
+
+    return {f.name: kwargs.pop(f.name) for f in dataclasses.fields(cls) if f.name in kwargs}
+
+
+def _plan_lines(doc: dict) -> list[str]:
+    """--dry-run: per file what would be read and written, and each tensor's fate."""
+    from dropout_core.errors import escape_name
+
+    lines = []
+    for f in doc["files"]:
+        if f.get("status") == "failed":
+            continue
+        lines.append(f"would write {escape_name(_shown(f['output'], out=True))} from "
+                     f"{escape_name(_shown(f['input']))} (key {escape_name(f['key'])}, "
+                     f"seed {f['seed']})")
+        for t in f["tensors"]:
+            name = escape_name(t["name"]) if t["name"] else "(array)"
+            what = (f"process, {t['units']} mask unit(s) of shape {t['mask_shape']}"
+                    if t["status"] == "processed" and t["mask_shape"] is not None else
+                    "copy unchanged" if t["status"] == "processed" else "skip (copied)")
+            lines.append(f"  {name}  {t['dtype']}  {t['shape']}: {what}")
+    lines.append("dry run: nothing was written")
+    return lines
 
 
 def _summary(f: dict) -> str:
     """One human line per file: what was read, what was written, what was dropped."""
+    from dropout_core.errors import escape_name
+
     t = f["totals"]
     line = (f"{escape_name(_shown(f['input']))} -> {escape_name(_shown(f['output'], out=True))}: "
             f"{t['processed']} tensor(s) processed, {t['skipped']} skipped, dropped "
@@ -164,44 +159,107 @@ class _Progress:
             sys.stderr.write("\n")
 
 
-@cli.command(epilog=EXIT_CODES)
+@cli.command(epilog=EXIT_CODES, short_help="Show the tensors in files.")
 @click.argument("files", nargs=-1, required=True, metavar="FILE...")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def inspect(files, as_json) -> None:
-    """Show the tensors in each FILE: dtype, shape, zero fraction (kept/dropped for masks)."""
-    docs = [core.inspect_file(f) for f in files]
+@click.option("--json", "as_json", is_flag=True,
+              help="Print a JSON array, one object per file, instead of a table.")
+@click.option("--digest", is_flag=True,
+              help="Also each tensor's content digest (the stats' output_digest) and, for "
+                   "bool masks, their mask_digest.")
+@click.pass_context
+def inspect(ctx: click.Context, files: tuple[str, ...], as_json: bool, digest: bool) -> None:
+    """Show the tensors in each FILE: dtype, shape, zero fraction (kept/dropped for masks).
+
+    A file that cannot be read gets an error line; the others are still shown,
+    and the exit status is 1.
+    """
+    from dropout_core import DropoutError, inspect_file
+
+    docs, status = [], 0
+    for path in files:
+        try:
+            doc = inspect_file(path, digest=digest)
+        except BrokenPipeError:
+            raise
+        except (DropoutError, OSError, MemoryError) as e:
+            error = command_error(e)
+            error.show()
+            status = max(status, error.exit_code)
+            continue
+        if as_json:
+            docs.append(doc)
+        else:
+            for line in _table(doc):
+                click.echo(line)
     if as_json:
-        click.echo(json.dumps(docs if len(docs) > 1 else docs[0], indent=2))
-        return
-    for d in docs:
-        click.echo(f"{escape_name(_shown(d['file']))}: {d['format']}, {d['size']} bytes")
-        if d["metadata"]:
-            for k, v in d["metadata"].items():
-                click.echo(f"  metadata {escape_name(k)} = {escape_name(v)}")
-        for t in d["tensors"]:
-            name = "(array)" if d["format"] == "npy" else escape_name(t["name"])
-            line = (f"  {name}  {t['dtype']}  {t['shape']}  "
-                    f"zeros {t['zeros']}/{t['numel']} ({100 * t['zero_fraction']:.2f}%)")
-            if "kept" in t:
-                line += f"  kept {t['kept']} dropped {t['dropped']}"
-            if t["nonfinite"]:
-                line += f"  nonfinite {t['nonfinite']}"
-            click.echo(line)
+        click.echo(json.dumps(docs, indent=2))
+    if status:
+        ctx.exit(status)
+
+
+def _table(doc: dict) -> list[str]:
+    """The lines of one file: a heading, its metadata, one aligned row per tensor."""
+    from dropout_core.errors import escape_name
+
+    lines = [f"{escape_name(_shown(doc['file']))}: {doc['format']}, {doc['size']} bytes"]
+    for k, v in (doc["metadata"] or {}).items():
+        lines.append(f"  metadata {escape_name(k)} = {escape_name(v)}")
+    rows = []
+    for t in doc["tensors"]:
+        name = "(array)" if doc["format"] == "npy" else escape_name(t["name"])
+        rest = f"zeros {t['zeros']}/{t['numel']} ({100 * t['zero_fraction']:.2f}%)"
+        if "kept" in t:
+            rest += f"  kept {t['kept']} dropped {t['dropped']}"
+        if t["nonfinite"]:
+            rest += f"  nonfinite {t['nonfinite']}"
+        for key in ("digest", "mask_digest"):
+            if key in t:
+                rest += f"  {key} {t[key]}"
+        rows.append((name, t["dtype"], str(t["shape"]), rest))
+    widths = [max((len(r[i]) for r in rows), default=0) for i in range(3)]
+    for row in rows:
+        cells = [cell.ljust(w) for cell, w in zip(row, widths, strict=False)]
+        lines.append("  " + "  ".join([*cells, row[3]]))
+    return lines
+
+
+@cli.command(epilog=EXIT_CODES, short_help="Check a run against its stats.")
+@click.argument("stats", metavar="STATS.json")
+@click.pass_context
+def verify(ctx: click.Context, stats: str) -> None:
+    """Recompute every output a stats document describes and compare.
+
+    Each input named in STATS.json is read again and each output recomputed in
+    memory with the recorded options, seed and key; its content must match the
+    recorded output_digest and the output file.  One line per file; exit 0 when
+    everything matches, 1 otherwise.  Paths are read as recorded: run it where
+    the run was made.
+    """
+    from dropout_core.errors import escape_name
+    from dropout_core.files import verify as verify_run
+
+    status = 0
+    for r in verify_run(stats):
+        shown = f"{escape_name(_shown(r['input']))} -> {escape_name(_shown(r['output'], True))}"
+        if r["ok"]:
+            click.echo(f"ok {shown}")
+        else:
+            click.echo(f"DIFFERS {shown}: {r['problem']}")
+            status = 1
+    ctx.exit(status)
 
 
 def _terminate(signum: int, frame) -> None:
     # Ctrl-C, kill, a closed terminal: remove our temporary files and go, at once.
     # (Raising here instead could land inside a worker thread's lock and break it.)
+    from dropout_core.atomic import remove_temporaries
+
     remove_temporaries()
     name = signal.Signals(signum).name
     text = "interrupted" if name == "SIGINT" else f"terminated by {name}"
     with contextlib.suppress(OSError):
         os.write(2, f"Error: {text}\n".encode())
     os._exit(128 + signum)
-
-
-# click >= 8.2 raises this for a group called without a command; older versions exit 0.
-_NO_ARGS = getattr(click.exceptions, "NoArgsIsHelpError", ())
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -214,69 +272,10 @@ def main(argv: list[str] | None = None) -> None:
             with contextlib.suppress(ValueError):  # not the main thread: leave them be
                 saved[name] = signal.signal(getattr(signal, name), handler)
     try:
-        _run(argv)
+        cli.main(args=argv, prog_name="tensor-dropout")  # click's standalone mode: exits
     finally:
         for name, handler in saved.items():  # in-process callers (tests) get theirs back
             signal.signal(getattr(signal, name), handler)
-
-
-def _run(argv: list[str] | None) -> None:
-    try:
-        cli.main(args=argv, prog_name="tensor-dropout", standalone_mode=False)
-    except click.exceptions.Exit as e:
-        sys.exit(e.exit_code)
-    except click.exceptions.Abort:  # click turns KeyboardInterrupt into Abort
-        _fail("interrupted", 130)
-    except _NO_ARGS as e:  # bare `tensor-dropout`: the help, not an error line
-        sys.stderr.write(e.ctx.get_help() + "\n")
-        sys.stderr.flush()
-        sys.exit(2)
-    except click.UsageError as e:
-        _fail(e.format_message(), 2)
-    except click.ClickException as e:
-        _fail(e.format_message(), e.exit_code)
-    except core.DropoutError as e:
-        _fail(str(e), e.exit_code)
-    except BrokenPipeError:
-        _quiet_exit()
-    except KeyboardInterrupt:
-        _fail("interrupted", 130)
-    except MemoryError:
-        _fail("out of memory", 1)
-    except OSError as e:
-        where = f"{escape_name(e.filename)}: " if e.filename else ""
-        _fail(f"{where}{e.strerror or e}", 1)
-    except Exception as e:  # a bug: still one line, the traceback on request
-        if os.environ.get("TENSOR_DROPOUT_DEBUG"):
-            raise
-        _fail(f"internal error ({type(e).__name__}: {e}); set TENSOR_DROPOUT_DEBUG=1 for "
-              "details and please report it", 1)
-    _flush_stdout()
-    sys.exit(0)
-
-
-def _flush_stdout() -> None:
-    try:
-        sys.stdout.flush()
-    except BrokenPipeError:
-        _quiet_exit()
-
-
-def _quiet_exit() -> None:
-    # stdout was closed early (| head): exit without a traceback or a second error.
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-    sys.exit(1)
-
-
-def _fail(message: str, code: int) -> None:
-    text = " ".join(message.split("\n"))  # one line, always
-    try:
-        sys.stderr.write(f"Error: {text}\n")
-        sys.stderr.flush()
-    except OSError:
-        pass
-    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -175,8 +175,8 @@ def apply_files(inputs: list[str], *, params: DropoutParams, seed: int | None = 
         raise UsageError(f"give {say('jobs')} or {say('dask_scheduler')}, not both: the "
                          "cluster's workers decide the parallelism")
     if output == "-" and opts.stats == "-":
-        raise UsageError(f"{say('output')} - and {say('stats')} - both want stdout; write one "
-                         "to a file")
+        raise UsageError(f"{say('output_stdout')} and {say('stats_stdout')} both want stdout; "
+                         "write one to a file")
     check_mask_in(opts.mask_in, seed, params)
     # reported in the stats, so that a run without a seed can be repeated
     seed = resolve_seed(seed, needed=opts.mask_in is None and not params.identity)

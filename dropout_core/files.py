@@ -217,6 +217,22 @@ def mask_options(path: str) -> dict | None:
     return recorded
 
 
+def mask_p(mask_in: str, p: float | None, interface: str = "python") -> float:
+    """The p of a run that replays ``mask_in``: the one given, else the mask's recorded p.
+
+    A mask that records nothing (a .npy mask) needs p given: 1/(1-p) rescales.
+    """
+    from .params import say
+
+    if p is not None:
+        return p
+    recorded = mask_options(mask_in)
+    if recorded is None:
+        raise UsageError(f"{escape_name(mask_in)} records no p (only .safetensors masks "
+                         f"do); give {say('p', interface)}, the p it was made with")
+    return recorded["p"]
+
+
 def check_mask_in(mask_in: str | None, seed, params: DropoutParams) -> None:
     """A replayed mask draws nothing (no seed), and its recorded p is the run's."""
     if mask_in is None:

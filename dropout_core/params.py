@@ -23,7 +23,8 @@ _SAY = {
                "channel_axis": "channel_axis", "variant": "variant", "tensor": "tensors",
                "output": "output", "out_dir": "out_dir", "suffix": "suffix",
                "repeat": "repeat", "jobs": "jobs", "dask_scheduler": "dask_scheduler",
-               "stats": "stats", "key": "key"},
+               "stats": "stats", "key": "key", "output_stdout": "output='-'",
+               "stats_stdout": "stats='-'"},
     "cli": {"rng_torch": "--rng torch", "exact_count": "--exact-count",
             "share_axes": "--share-axes", "fill": "--fill", "no_scale": "--no-scale",
             "exclude": "--exclude", "force": "--force", "inplace": "--inplace",
@@ -31,7 +32,8 @@ _SAY = {
             "channel_axis": "--channel-axis", "variant": "--variant", "tensor": "--tensor",
             "output": "-o/--output", "out_dir": "--out-dir", "suffix": "--suffix",
             "repeat": "--repeat", "jobs": "--jobs", "dask_scheduler": "--dask-scheduler",
-            "stats": "--stats", "key": "--key"},
+            "stats": "--stats", "key": "--key", "output_stdout": "-o -",
+            "stats_stdout": "--stats -"},
 }
 
 

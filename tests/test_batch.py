@@ -50,7 +50,10 @@ def test_mask_in_pairs_an_input_with_its_target(tmp_path, run_cli):
     t = write_npy(tmp_path / "t.npy", np.full((8, 8), 3, np.float32))
     run_cli("apply", x, "-o", str(tmp_path / "xo.npy"), "--seed", "1", "--mask-out",
             str(tmp_path / "m.npy"), "-q")
-    run_cli("apply", t, "-o", str(tmp_path / "to.npy"), "--mask-in", str(tmp_path / "m.npy"), "-q")
+    # a .npy mask records no p: the p it was made with is given again
+    code, _, err = run_cli("apply", t, "-o", str(tmp_path / "to.npy"), "--mask-in",
+                           str(tmp_path / "m.npy"), "-p", "0.5", "-q")
+    assert code == 0, err
     assert ((np.load(tmp_path / "xo.npy") == 0) == (np.load(tmp_path / "to.npy") == 0)).all()
 
 
@@ -58,7 +61,7 @@ def test_mask_that_does_not_broadcast_is_a_clear_error(tmp_path, run_cli):
     x = write_npy(tmp_path / "x.npy", np.ones((8, 8), np.float32))
     write_npy(tmp_path / "m.npy", np.ones((3,), bool))
     code, _, err = run_cli("apply", x, "-o", str(tmp_path / "o.npy"), "--mask-in",
-                           str(tmp_path / "m.npy"))
+                           str(tmp_path / "m.npy"), "-p", "0.5")
     assert code == 1 and "does not broadcast" in err and not (tmp_path / "o.npy").exists()
 
 

@@ -281,7 +281,7 @@ def test_inspect_shows_tensors_and_zero_fraction(tmp_path, run_cli):
     text = out.decode()
     assert code == 0 and "encoder.weight" in text and "bfloat16" in text and "zeros" in text
     code, out, _ = run_cli("inspect", "--json", os.path.join(SAMPLES, "example_1x3x3.npy"))
-    doc = json.loads(out)
+    [doc] = json.loads(out)  # an array, even for one file
     assert doc["tensors"][0]["shape"] == [1, 3, 3] and doc["tensors"][0]["zero_fraction"] == 0
 
 
@@ -315,3 +315,13 @@ def test_threads_and_chunk_size_never_change_the_file(tmp_path, run_cli, fmt):
 def test_bare_command_prints_help_not_an_error_line(run_cli):
     code, out, err = run_cli()
     assert code in (0, 2) and "apply" in (err + out.decode()) and "Error:" not in err
+
+
+def test_command_list_shows_whole_descriptions(run_cli):
+    from cli.main import cli
+
+    code, out, _ = run_cli("--help")
+    listing = out.decode().split("Commands:")[1]
+    assert code == 0 and "..." not in listing
+    for name, cmd in cli.commands.items():
+        assert f"{name}  " in listing and cmd.short_help and cmd.short_help in listing

@@ -47,3 +47,43 @@ def test_readme_set_up_commands_are_the_ci_commands():
         ci = f.read()
     assert "pip install --quiet '.[test,dask]'" in ci and ".venv/bin/python -m pytest" in ci
     assert ".venv/bin/pip install '.[test,dask]' && .venv/bin/python -m pytest" in README
+
+
+def _readme_apply_table() -> dict[str, str]:
+    """Each long option in the README's `apply` table, with its default cell as written."""
+    section = README.split("### `apply`", 1)[1].split("\n\n", 2)[1]
+    rows = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in re.split(r"(?<!\\)\|", line.strip())[1:-1]]
+        if line.startswith("| `") and len(cells) == 3:
+            for opt in re.findall(r"--[a-z][a-z-]*", cells[0]):
+                rows[opt] = cells[1].replace("`", "")
+    return rows
+
+
+def _help_defaults() -> list[tuple[str, str, bool]]:
+    """(option, default as `apply --help` shows it, is a flag) for every option of apply."""
+    import click
+
+    apply = cli.commands["apply"]
+    ctx = click.Context(apply, info_name="apply")
+    out = []
+    for param in apply.params:
+        if isinstance(param, click.Option) and param.name != "help":
+            shown = param.get_help_extra(ctx).get("default", "")
+            shown = shown[1:-1] if shown.startswith("(") and shown.endswith(")") else shown
+            for opt in param.opts + param.secondary_opts:
+                if opt.startswith("--"):
+                    out.append((opt, shown, param.is_flag))
+    return out
+
+
+@pytest.mark.parametrize("option,shown,flag", _help_defaults())
+def test_readme_option_table_has_the_default_help_shows(option, shown, flag):
+    table = _readme_apply_table()
+    assert option in table, f"apply {option} is missing from the README's option table"
+    written = table[option]
+    if flag and not shown:
+        assert written in ("", "off"), f"{option}: README says {written!r}, a flag is off"
+    else:
+        assert written == shown, f"{option}: README says {written!r}, --help says {shown!r}"
