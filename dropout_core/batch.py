@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
+from . import sharded
 from .atomic import CommitGroup, atomic_write, check_target
 from .engine import CHUNK
 from .errors import DropoutError, UsageError, escape_name
@@ -91,6 +92,10 @@ def plan_jobs(inputs: list[str], *, output: str | None = None, out_dir: str | No
         raise UsageError("stdin (-) can only be the only input")
     jobs: list[Job] = []
     for path in inputs:
+        if sharded.is_index(path):  # a sharded checkpoint: one job per shard (sharded.py)
+            jobs += sharded.shard_jobs(path, output=output, out_dir=out_dir, suffix=suffix,
+                                       inplace=inplace, repeat=repeat, seed=seed)
+            continue
         for r in range(repeat):
             copy = r if repeat > 1 else None
             s = seed if copy is None or seed is None else derive_repeat_seed(seed, r)
@@ -137,6 +142,7 @@ def apply_files(inputs: list[str], *, params: DropoutParams, seed: int | None = 
         raise UsageError("--mask-out takes one input file")
     with contextlib.ExitStack() as opened:
         work = _plan_files(planned, params, opts, opened)
+        checkpoints = sharded.check_checkpoints(inputs, work, params, opts, out_dir=out_dir)
         outputs = [j.output for j in planned if j.output not in (None, "-")]
         check_side_outputs({"--stats": opts.stats, "--mask-out": opts.mask_out}, inputs,
                            outputs, force=opts.force)
@@ -160,6 +166,7 @@ def apply_files(inputs: list[str], *, params: DropoutParams, seed: int | None = 
     doc = run_header(params, seed)
     doc["files"] = results
     doc["totals"] = sum_totals(results)
+    sharded.write_indexes(checkpoints, doc)  # after every shard: the output index, its stats
     if opts.stats not in (None, "-"):
         write_stats(doc, opts.stats)
     return doc
