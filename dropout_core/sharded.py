@@ -214,7 +214,7 @@ def check_checkpoints(inputs: list[str], work: list, params, opts, *,
             index_outputs[real] = path
             if os.path.lexists(out):  # a DIR still to be created holds nothing to clash with
                 check_target(out, force=opts.force, inputs=[path])
-        for name, job in found.items():
+        for job in found.values():
             if job.output != job.tf.path and os.path.lexists(job.output):
                 check_target(job.output, force=opts.force, inputs=[job.tf.path])
         checked.append(CheckedIndex(ckpt, out))
