@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import write_npy, write_safetensors
 
-from dropout_core import DropoutError, DropoutParams, dropout, load_tensors, sharded
+from dropout_core import DropoutError, DropoutParams, apply_file, dropout, load_tensors, sharded
 from dropout_core.batch import apply_files
 
 INDEX = "model.safetensors.index.json"
@@ -293,3 +293,28 @@ def test_an_existing_output_index_needs_force(tmp_path, tensors, run_cli):
 def test_read_index_names_the_problem(tmp_path):
     with pytest.raises(DropoutError, match="cannot read"):
         sharded.read_index(str(tmp_path / INDEX))
+
+
+def test_an_old_shard_finished_alone_with_the_index_key_matches_the_run(tmp_path, tensors,
+                                                                        run_cli):
+    # README, crashes: after an interrupted --inplace run, an old shard is finished alone
+    index = two_shards(tmp_path / "ckpt", tensors)
+    code, _, err = run_cli("apply", index, "--out-dir", str(tmp_path / "o"), "-p", "0.3",
+                           "--seed", "4", "-q")
+    assert code == 0, err
+    shard = str(tmp_path / "ckpt" / "model-00002-of-00002.safetensors")
+    apply_file(shard, inplace=True, key=INDEX, p=0.3, seed=4)
+    with open(shard, "rb") as a, open(tmp_path / "o" / os.path.basename(shard), "rb") as b:
+        assert a.read() == b.read()
+
+
+def test_stats_that_would_replace_a_shard_is_refused(tmp_path, tensors, run_cli):
+    folder = tmp_path / "ckpt"
+    index = two_shards(folder, tensors)
+    before = snapshot(folder)
+    shard = str(folder / "model-00001-of-00002.safetensors")
+    code, _, err = run_cli("apply", index, "--out-dir", str(tmp_path / "o"), "--seed", "1",
+                           "--stats", shard, "--force")
+    assert code == 2 and err == f"Error: {shard}: --stats names an input file; it would be " \
+                                "replaced\n"
+    assert snapshot(folder) == before and not (tmp_path / "o").exists()
