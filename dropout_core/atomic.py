@@ -9,7 +9,7 @@ import stat
 from collections.abc import Iterator
 from typing import BinaryIO
 
-from .errors import DropoutError, escape_name, os_reason
+from .errors import DropoutError, UsageError, escape_name, os_reason
 
 TEMP_MARK = ".tensor-dropout-tmp-"  # users find leftovers with: ls -a | grep tensor-dropout-tmp
 _LIVE: set[str] = set()  # temporary files being written now, for remove_temporaries()
@@ -272,3 +272,30 @@ def _fsync_dir(d: str) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def _same_path(a: str, b: str) -> bool:
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def check_side_outputs(side: dict[str, str | None], inputs: list[str], outputs: list[str], *,
+                       force: bool, interface: str = "python") -> None:
+    """--stats and --mask-out may not name an input, an output or each other."""
+    given = [(opt, p) for opt, p in side.items() if p not in (None, "-")]
+    for k, (opt, path) in enumerate(given):
+        for other in [i for i in inputs if i != "-"]:
+            if _same_path(path, other):
+                raise UsageError(f"{escape_name(path)}: {opt} names an input file; it would be "
+                                 "replaced")
+        for other in outputs:
+            if _same_path(path, other):
+                raise UsageError(f"{escape_name(path)}: {opt} names an output file")
+        for opt2, other in given[k + 1:]:
+            if _same_path(path, other):
+                raise UsageError(f"{escape_name(path)}: {opt} and {opt2} name the same file")
+        check_target(path, force=force, inputs=list(inputs), interface=interface)

@@ -17,7 +17,14 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
-from .atomic import CommitGroup, atomic_write, check_replaceable, check_target
+from . import sharded
+from .atomic import (
+    CommitGroup,
+    atomic_write,
+    check_replaceable,
+    check_side_outputs,
+    check_target,
+)
 from .dtypes import dtype_label
 from .engine import CHUNK
 from .errors import DropoutError, UsageError, escape_name
@@ -122,6 +129,11 @@ def plan_jobs(inputs: list[str], *, output: str | None = None, out_dir: str | No
         raise UsageError("stdin (-) can only be the only input")
     jobs: list[Job] = []
     for path in inputs:
+        if sharded.is_index(path):  # a sharded checkpoint: one job per shard (sharded.py)
+            shards = sharded.shard_jobs(path, output=output, out_dir=out_dir, suffix=suffix,
+                                        inplace=inplace, repeat=repeat, seed=seed)
+            jobs += [Job(src, dst, seed, None, inplace=inplace, key=k) for src, dst, k in shards]
+            continue
         for r in range(repeat):
             copy = r if repeat > 1 else None
             s = seed if copy is None or seed is None else derive_repeat_seed(seed, r)
@@ -188,6 +200,7 @@ def apply_files(inputs: list[str], *, params: DropoutParams, seed: int | None = 
         mask_format(opts.mask_out, params)
     with contextlib.ExitStack() as opened:
         work, failed = _plan_files(planned, params, opts, opened, out_dir)
+        checkpoints = sharded.check_checkpoints(inputs, work, params, opts, out_dir=out_dir)
         outputs = [j.output for j in planned if j.output not in (None, "-")]
         check_side_outputs({say("stats"): opts.stats, say("mask_out"): opts.mask_out}, inputs,
                            outputs, force=opts.force, interface=params.interface)
@@ -220,6 +233,7 @@ def apply_files(inputs: list[str], *, params: DropoutParams, seed: int | None = 
             results = _run_here(work, opts, progress)
     doc["files"] = results + failed
     doc["totals"] = sum_totals(doc["files"])
+    sharded.write_indexes(checkpoints, doc)  # after every shard: the output index, its stats
     if opts.stats not in (None, "-"):
         write_stats(doc, opts.stats)
     return doc
@@ -385,30 +399,3 @@ def write_stats(doc: dict, path: str) -> None:
     text = json.dumps(doc, indent=2, allow_nan=False) + "\n"
     with atomic_write(os.fspath(path)) as f:
         f.write(text.encode())
-
-
-def _same_path(a: str, b: str) -> bool:
-    if os.path.realpath(a) == os.path.realpath(b):
-        return True
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return False
-
-
-def check_side_outputs(side: dict[str, str | None], inputs: list[str], outputs: list[str], *,
-                       force: bool, interface: str = "python") -> None:
-    """--stats and --mask-out may not name an input, an output or each other."""
-    given = [(opt, p) for opt, p in side.items() if p not in (None, "-")]
-    for k, (opt, path) in enumerate(given):
-        for other in [i for i in inputs if i != "-"]:
-            if _same_path(path, other):
-                raise UsageError(f"{escape_name(path)}: {opt} names an input file; it would be "
-                                 "replaced")
-        for other in outputs:
-            if _same_path(path, other):
-                raise UsageError(f"{escape_name(path)}: {opt} names an output file")
-        for opt2, other in given[k + 1:]:
-            if _same_path(path, other):
-                raise UsageError(f"{escape_name(path)}: {opt} and {opt2} name the same file")
-        check_target(path, force=force, inputs=list(inputs), interface=interface)
