@@ -85,8 +85,16 @@ class TensorFile:
         self.close()
 
 
-def checked_shape(raw: object, where: str) -> tuple[int, ...]:
-    """A shape as a tuple of non-negative ints, or a DropoutError."""
+MAX_BYTES = (1 << 63) - 1  # NumPy's largest array, in bytes (and its largest dimension)
+
+
+def checked_shape(raw: object, where: str, itemsize: int = 1) -> tuple[int, ...]:
+    """A shape as a tuple of non-negative ints, or a DropoutError.
+
+    Refused as np.load and the reference safetensors reader refuse them, even
+    next to a zero dimension: a dimension above 2**63 - 1, or non-zero
+    dimensions whose product times the item size is (``(2**62, 4, 0)``).
+    """
     if not isinstance(raw, (list, tuple)):
         raise DropoutError(f"{where}: shape must be a list of integers, got {type(raw).__name__}")
     if len(raw) > MAX_NDIM:
@@ -94,6 +102,13 @@ def checked_shape(raw: object, where: str) -> tuple[int, ...]:
     for d in raw:
         if isinstance(d, bool) or not isinstance(d, int) or d < 0:
             raise DropoutError(f"{where}: shape {list(raw)!r} must hold non-negative integers")
+    size = itemsize
+    for d in raw:
+        size *= d or 1
+        if size > MAX_BYTES:
+            raise DropoutError(f"{where}: shape {list(raw)!r} is too large for any array "
+                               f"(more than 2**63 - 1 bytes, counting only non-zero "
+                               "dimensions, as NumPy and the safetensors reader do)")
     return tuple(int(d) for d in raw)
 
 

@@ -8,6 +8,7 @@ A .npy file holds one tensor, whose name is "".
 from __future__ import annotations
 
 import ast
+import re
 import struct
 import warnings
 
@@ -22,6 +23,7 @@ NAMED = False  # its one tensor has no name ("")
 MAX_TENSORS = 1
 METADATA = False
 MAGIC = b"\x93NUMPY"
+_PY2_LONG = re.compile(r"\b(\d+)L\b")  # a Python 2 long literal in a shape: (2L, 3L)
 MAX_HEADER = 1 << 20  # bytes of header dict; NumPy's own default is 10,000
 _VERSIONS = {(1, 0): "<H", (2, 0): "<I", (3, 0): "<I"}
 
@@ -98,7 +100,11 @@ def read_header(head: bytes, size: int, where: str) -> tuple[list[TensorInfo], N
     raw = head[start:start + hlen]
     try:
         text = raw.decode("utf-8" if version == (3, 0) else "latin1")
-        d = ast.literal_eval(text)
+        try:
+            d = ast.literal_eval(text)
+        except (SyntaxError, ValueError):
+            # Python 2 wrote long integers as 2L: np.load reads them (with a warning), so do we
+            d = ast.literal_eval(_PY2_LONG.sub(r"\1", text))
     except (SyntaxError, ValueError, UnicodeDecodeError, MemoryError, RecursionError, TypeError):
         raise DropoutError(f"{where}: .npy header is not a valid Python literal") from None
     if not isinstance(d, dict) or set(d) != {"descr", "fortran_order", "shape"}:
@@ -110,7 +116,7 @@ def read_header(head: bytes, size: int, where: str) -> tuple[list[TensorInfo], N
                            f"{d['fortran_order']!r}")
     if not isinstance(d["shape"], tuple):
         raise DropoutError(f"{where}: .npy shape must be a tuple")
-    shape = checked_shape(d["shape"], where)
+    shape = checked_shape(d["shape"], where, dtype.itemsize)
     info = TensorInfo(name="", dtype=dtype, shape=shape, offset=start + hlen,
                       fortran_order=d["fortran_order"] and len(shape) > 1)
     have = size - info.offset

@@ -108,6 +108,8 @@ def read_header(head: bytes, size: int, where: str) -> tuple[list[TensorInfo], d
             if isinstance(entry, dict) and {"dtype", "data_offsets"} & set(entry):
                 raise DropoutError(f"{here}: the name __metadata__ is reserved and cannot name "
                                    "a tensor")
+            if entry is None:  # the reference reader takes null as no metadata; so do we
+                continue
             if not isinstance(entry, dict) or not all(isinstance(v, str) for v in entry.values()):
                 raise DropoutError(f"{where}: __metadata__ must map strings to strings")
             metadata = entry
@@ -121,14 +123,15 @@ def read_header(head: bytes, size: int, where: str) -> tuple[list[TensorInfo], d
         if dname in UNSUPPORTED_SAFETENSORS:
             raise DropoutError(f"{here}: dtype {dname} is a packed sub-byte type that NumPy "
                                "cannot hold; not supported")
-        shape = checked_shape(entry["shape"], here)
+        dtype = safetensors_dtype(dname)
+        shape = checked_shape(entry["shape"], here, dtype.itemsize)
         offs = entry["data_offsets"]
         if (not isinstance(offs, list) or len(offs) != 2
                 or not all(isinstance(o, int) and not isinstance(o, bool) for o in offs)
                 or not 0 <= offs[0] <= offs[1]):
             raise DropoutError(f"{here}: data_offsets must be [begin, end] with "
                                f"0 <= begin <= end, got {offs!r}")
-        info = TensorInfo(name=name, dtype=safetensors_dtype(dname), shape=shape,
+        info = TensorInfo(name=name, dtype=dtype, shape=shape,
                           offset=base + offs[0])
         if offs[1] - offs[0] != info.nbytes:
             raise DropoutError(f"{here}: shape {list(shape)} of {dname} needs {info.nbytes} "
