@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 import stat
 from collections.abc import Iterator
 from typing import BinaryIO
@@ -29,7 +28,7 @@ def remove_temporaries() -> None:
 def temp_name(target: str) -> str:
     """The temporary file's name: hidden, beside the target, recognisably ours."""
     d, base = os.path.split(target)
-    return os.path.join(d, f".{base}{TEMP_MARK}{secrets.token_hex(4)}")
+    return os.path.join(d, f".{base}{TEMP_MARK}{os.urandom(4).hex()}")
 
 
 def resolve_target(path: str) -> str:
@@ -174,8 +173,11 @@ class CommitGroup:
 
         done = 0
         try:
-            list(pool(min(8, len(pending))).map(lambda item: os.fsync(item[0].fileno()),
-                                                pending))
+            if len(pending) == 1:  # no thread to start for one file
+                os.fsync(pending[0][0].fileno())
+            else:
+                list(pool(min(8, len(pending))).map(lambda item: os.fsync(item[0].fileno()),
+                                                    pending))
             for f, tmp, real, _ in pending:
                 f.close()
                 os.replace(tmp, real)

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import json
-import multiprocessing
 import os
 import sys
 import types
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 from . import sharded
@@ -335,6 +333,9 @@ def _run_in_processes(work: list[FileJob], opts: BatchOptions, jobs: int,
     batches = [work[k::n] for k in range(n)]  # interleaved: sizes even out
     total, done = sum(map(_size, work)), 0
     results: list[dict | None] = [None] * len(work)
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
     ctx = multiprocessing.get_context("forkserver")  # workers inherit no threads
     ctx.set_forkserver_preload([__name__])  # each worker starts with the library imported
     with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:

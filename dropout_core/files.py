@@ -13,9 +13,7 @@ import fnmatch
 import json
 import math
 import os
-import shutil
 import sys
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -354,6 +352,9 @@ def open_output(output: str, group: CommitGroup | None = None):
         yield _Discard()
         return
     if output == "-":
+        import shutil
+        import tempfile
+
         spool_dir = tempfile.gettempdir()
         try:
             f = tempfile.TemporaryFile(prefix="tensor-dropout-stdout-")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import secrets
 
 import numpy as np
 
@@ -52,7 +51,7 @@ def new_seed() -> int:
 
     Below 2**53, so that jq and JavaScript read it back exactly.
     """
-    return secrets.randbits(SEED_BITS)
+    return int.from_bytes(os.urandom(8), "little") >> (64 - SEED_BITS)  # the OS's CSPRNG
 
 
 MAX_SEED_DIGITS = 4300  # Python's own limit for int <-> decimal text (the key holds the text)

@@ -15,7 +15,6 @@ import threading
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -43,13 +42,15 @@ def resolve_threads(threads: int | None) -> int:
     return threads
 
 
-_pool: ThreadPoolExecutor | None = None
+_pool = None  # a concurrent.futures.ThreadPoolExecutor, made on first use
 _pool_size = 0
 _pool_lock = threading.Lock()
 
 
-def pool(workers: int) -> ThreadPoolExecutor:
+def pool(workers: int):
     """A shared pool with at least ``workers`` threads (made on first use, kept)."""
+    from concurrent.futures import ThreadPoolExecutor  # (imported when a run needs threads)
+
     global _pool, _pool_size
     with _pool_lock:
         if _pool is None or _pool_size < workers:
@@ -61,11 +62,13 @@ def pool(workers: int) -> ThreadPoolExecutor:
         return _pool
 
 
-_serial: dict[str, ThreadPoolExecutor] = {}
+_serial: dict = {}
 
 
-def serial_worker(name: str) -> ThreadPoolExecutor:
+def serial_worker(name: str):
     """One shared thread named ``name`` that runs its tasks in order (FIFO)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     with _pool_lock:
         ex = _serial.get(name)
         if ex is None:

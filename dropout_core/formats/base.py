@@ -12,7 +12,6 @@ import math
 import os
 import stat
 import sys
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -169,6 +168,7 @@ def open_input(path: str) -> tuple[str, int, object]:
 
 def _spool(stream, shown: str) -> tuple[str, int, object]:
     """Copy a stream into an anonymous temporary file (in TMPDIR); say which side failed."""
+    import tempfile
     where = f"a temporary file in {escape_name(tempfile.gettempdir())}"
     try:
         # anonymous (already unlinked), so that not even SIGKILL can leave it behind;
