@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 
 import numpy as np
 
@@ -49,8 +50,8 @@ class TensorStats:
     def __init__(self, name: str, dtype: str, shape: tuple[int, ...], units_shape) -> None:
         self.name, self.dtype, self.shape = name, dtype, tuple(shape)
         self.units_shape = None if units_shape is None else tuple(units_shape)
-        self.numel = int(np.prod(self.shape, dtype=object)) if self.shape else 1
-        self.units = int(np.prod(self.units_shape, dtype=object)) if self.units_shape else (
+        self.numel = math.prod(self.shape)
+        self.units = math.prod(self.units_shape) if self.units_shape else (
             0 if units_shape is None else 1)
         self.dropped_units = 0
         self.overflow = 0

@@ -263,10 +263,11 @@ CASES: list[Case] = [
     Case("npy-shape-65-dims", npy_header(npy_dict(shape=(1,) * 65)) + f32(1),
          r"65 dimensions, more than 64"),
     Case("npy-absurd-shape-2**62", npy_header(npy_dict(shape=(_ABSURD,))) + f32(*range(6)),
-         rf"shape \[{_ABSURD}\] of float32 needs {4 * _ABSURD} bytes of data, the file has 24"),
+         # refused by the shape rule (what np.load refuses) before the size check
+         rf"shape \[{_ABSURD}\] is too large for any array"),
     Case("npy-absurd-shape-2**62-squared",
          npy_header(npy_dict(shape=(_ABSURD, _ABSURD))) + f32(*range(6)),
-         r"truncated: shape .* needs \d+ bytes"),
+         rf"shape \[{_ABSURD}, {_ABSURD}\] is too large for any array"),
     Case("npy-trailing-garbage", valid_npy() + b"GARBAGE", r"7 bytes of trailing garbage"),
     Case("npy-data-short-by-one", valid_npy()[:-1], r"needs 24 bytes of data, the file has 23"),
     # ---- safetensors boundaries and header length
@@ -350,7 +351,8 @@ CASES: list[Case] = [
     Case("st-offsets-beyond-2**64",
          st_file(doc={"a": {"dtype": "F32", "shape": [2**63],
                             "data_offsets": [0, 2**65]}}, data=f32(1)),
-         r"data runs past the end of the file", tensor="a", suffix=".safetensors"),
+         r"shape \[9223372036854775808\] is too large for any array", tensor="a",
+         suffix=".safetensors"),
     Case("st-trailing-bytes", valid_safetensors() + b"junk",
          r"4 bytes after the last tensor", suffix=".safetensors"),
     # ---- safetensors dtypes and shapes
@@ -370,7 +372,7 @@ CASES: list[Case] = [
     Case("st-shape-dtype-mismatch", st_file([("w", "F64", [2], f32(1, 2))]),
          r"needs 16 bytes but data_offsets span 8", tensor="w", suffix=".safetensors"),
     Case("st-absurd-shape-2**62", st_file([("w", "F32", [_ABSURD], f32(1))]),
-         rf"needs {4 * _ABSURD} bytes but data_offsets span 4", tensor="w",
+         rf"shape \[{_ABSURD}\] is too large for any array", tensor="w",
          suffix=".safetensors"),
     Case("st-absurd-shape-matching-offsets",
          st_file(doc={"w": {"dtype": "U8", "shape": [_ABSURD],

@@ -85,6 +85,30 @@ def header_end(head: bytes, size: int, where: str) -> int:
     return start + hlen
 
 
+# The header NumPy (and every writer that copies it) writes; parsing it with a pattern
+# gives literal_eval's result without compiling Python, which a small file notices.
+_USUAL = re.compile(r"\{'descr': '([<>|=]?[a-zA-Z]\d{0,2})', 'fortran_order': (True|False), "
+                    r"'shape': \(((?:\d{1,20}, )*\d{0,20},?)\), \}[ ]*\n?")
+
+
+def _usual_header(text: str) -> dict | None:
+    """The header dict when ``text`` has NumPy's own layout exactly, else None."""
+    m = _USUAL.fullmatch(text)
+    if m is None:
+        return None
+    dims = m.group(3)
+    if dims.endswith(","):  # (5,) or (2, 3,)
+        parts = dims[:-1].split(", ")
+    else:  # () or (2, 3); (5) is no tuple
+        parts = dims.split(", ") if dims else []
+        if len(parts) == 1:
+            return None
+    if not all(p.isdigit() for p in parts):
+        return None
+    return {"descr": m.group(1), "fortran_order": m.group(2) == "True",
+            "shape": tuple(int(p) for p in parts)}
+
+
 header_size = header_end  # the format interface's name: bytes the door needs to read
 
 
@@ -101,7 +125,7 @@ def read_header(head: bytes, size: int, where: str) -> tuple[list[TensorInfo], N
     try:
         text = raw.decode("utf-8" if version == (3, 0) else "latin1")
         try:
-            d = ast.literal_eval(text)
+            d = _usual_header(text) or ast.literal_eval(text)
         except (SyntaxError, ValueError):
             # Python 2 wrote long integers as 2L: np.load reads them (with a warning), so do we
             d = ast.literal_eval(_PY2_LONG.sub(r"\1", text))

@@ -8,6 +8,8 @@ docs/random-stream.md specifies both.
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 GOLDEN = 0x9E3779B97F4A7C15
@@ -37,18 +39,44 @@ def _probe_fast_path() -> bool:
 _FAST_WORDS = _probe_fast_path()
 
 
+_M64 = (1 << 64) - 1
+_tls = threading.local()
+
+
+def _bitgen(key: int, counter: int) -> np.random.Philox:
+    """A Philox bit generator at (key, counter), as ``Philox(key=key, counter=counter)``.
+
+    One generator per thread is re-keyed by setting its state: the constructor
+    also gathers OS entropy for a seed it does not use, which costs more than
+    drawing a small tensor's words.
+    """
+    bg = getattr(_tls, "bitgen", None)
+    if bg is None:
+        bg = _tls.bitgen = np.random.Philox(key=0)
+    bg.state = {
+        "bit_generator": "Philox",
+        "state": {"counter": np.array([(counter >> s) & _M64 for s in (0, 64, 128, 192)],
+                                      dtype=np.uint64),
+                  "key": np.array([key & _M64, (key >> 64) & _M64], dtype=np.uint64)},
+        "buffer": np.zeros(4, dtype=np.uint64), "buffer_pos": 4, "has_uint32": 0,
+        "uinteger": 0,
+    }
+    return bg
+
+
 class WordCursor:
     """Words of one key's stream, read in order from word ``first`` on.
 
     ``take(a)`` then ``take(b)`` equals ``philox_words(key, first, a + b)``.  One
     generator is keyed for many small draws: small arrays come back from the
     allocator warm, where one big draw would fault in fresh pages every time.
+    A cursor uses its thread's generator: one cursor per thread at a time.
     """
 
     __slots__ = ("take",)
 
     def __init__(self, key: int, first: int) -> None:
-        bitgen = np.random.Philox(key=key, counter=first // 4)
+        bitgen = _bitgen(key, first // 4)
         if _FAST_WORDS:
             integers = np.random.Generator(bitgen).integers
 
