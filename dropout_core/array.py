@@ -9,9 +9,12 @@ import numpy as np
 
 from .engine import CHUNK, run_tensor
 from .errors import DropoutError, UsageError
+from .kernel import kernel_for
 from .params import DropoutParams
 from .plan import plan_tensor
 from .seeds import resolve_seed
+
+SMALL = 1 << 16  # elements: below this, dropout() is one kernel call (per-sample work)
 
 
 def dropout(x: np.ndarray, p: float = 0.5, *, seed: int | None = None, file: str = "",
@@ -64,6 +67,16 @@ def dropout(x: np.ndarray, p: float = 0.5, *, seed: int | None = None, file: str
                 return x
             return y
     plan = plan.bind(state)
+    if not return_stats and x.size <= SMALL and not plan.identity and not plan.broadcast \
+            and not plan.source.serial:
+        # One chunk, no statistics: the plan's keep bits and value rule, without the engine's
+        # chunk loop, threads and counters (the same bits: tests/test_invariance.py).
+        out = x if inplace else np.array(x, order="C", copy=True)
+        flat = out.reshape(-1) if out.flags.c_contiguous else np.ascontiguousarray(out).reshape(-1)
+        kernel_for(plan.values).apply(flat, plan.source.keep(0, flat.size))
+        if not np.shares_memory(flat, out):
+            out[...] = flat.reshape(out.shape)
+        return out
     shape = x.shape
     flat = x.reshape(-1) if x.flags.c_contiguous else None
     out = x if inplace else np.empty(shape, dtype=x.dtype)

@@ -146,7 +146,7 @@ class CommitGroup:
     the group saves is a journal commit per file.  At most ``limit`` files wait.
     """
 
-    def __init__(self, limit: int = 64) -> None:
+    def __init__(self, limit: int = 256) -> None:
         self.limit = limit
         self._pending: list[tuple[BinaryIO, str, str, str]] = []  # (file, tmp, real, shown)
 

@@ -9,7 +9,7 @@ happens in ``plan_tensor``, and nothing is checked again while it runs.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -70,7 +70,9 @@ class TensorPlan:
             src = held(src, self.units, perm=perm, mshape=self.mask_shape)
         elif self.broadcast and self.units <= MATERIALIZE_UNITS:
             src = held(src, self.units)
-        return replace(self, source=src)
+        bound = object.__new__(TensorPlan)  # dataclasses.replace, without its per-call cost
+        bound.__dict__.update(self.__dict__, source=src)
+        return bound
 
 
 _VALUES: dict = {}  # (params, dtype) -> ValuePlan: many small tensors share one

@@ -22,6 +22,7 @@ format is one module plus one line here.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 from types import ModuleType
@@ -39,6 +40,7 @@ __all__ = ["REGISTRY", "Entry", "Sink", "TensorFile", "TensorInfo", "format_modu
            "open_tensor_file", "output_format"]
 
 
+@functools.cache
 def format_module(name: str) -> ModuleType:
     """The module of format ``name`` (a key of REGISTRY)."""
     return importlib.import_module(f"{__name__}.{REGISTRY[name]}")

@@ -22,6 +22,7 @@ the kernel never ask which stream they have.
 
 from __future__ import annotations
 
+import functools
 import importlib
 from types import ModuleType
 
@@ -33,6 +34,7 @@ REGISTRY = {
 }
 
 
+@functools.cache
 def stream_module(name: str) -> ModuleType:
     """The module of the stream called ``name`` (a DropoutParams.stream value)."""
     return importlib.import_module(f"{__name__}.{REGISTRY[name]}")

@@ -22,6 +22,7 @@ In short, for a tensor keyed by ``(seed, file, tensor)``:
 
 from __future__ import annotations
 
+import functools
 import threading
 from fractions import Fraction
 
@@ -35,6 +36,7 @@ DRAW_BLOCK = 1 << 18  # units drawn per generator call: warm, reused allocations
 _M32 = 1 << 32
 
 
+@functools.lru_cache(maxsize=256)
 def threshold(p: float) -> int:
     """Drop threshold t = round_half_even(p * 2**32); P(drop) = t / 2**32.
 
