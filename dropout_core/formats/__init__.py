@@ -36,6 +36,7 @@ from .base import Entry, Sink, TensorFile, TensorInfo, open_input
 REGISTRY = {
     "npy": "npy",
     "safetensors": "safetensors",
+    "npz": "npz",
 }
 PROBE = 1 << 16  # bytes read to sniff the format; the rest of a header is read on demand
 
