@@ -34,9 +34,8 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 import reference_stream as ref  # noqa: E402
 
-from dropout_core.formats import npy  # noqa: E402
+from dropout_core.formats import npy, ziparchive  # noqa: E402
 from dropout_core.formats import safetensors as safetensors_file  # noqa: E402
-from dropout_core.formats import ziparchive  # noqa: E402
 
 OUT = os.path.join(ROOT, "tests", "golden", "default")
 ALPHA_PRIME = 1.7580993408473766

@@ -24,19 +24,18 @@ for much longer with fresh randomness.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
 import struct
 import tempfile
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
-import io
-import zipfile
-import zlib
-
 from corpus import (
     listing,
     npy_dict,
@@ -53,6 +52,7 @@ from hypothesis.control import currently_in_test_context
 
 from dropout_core import load_tensors
 from dropout_core.formats import open_tensor_file
+from dropout_core.formats.ziparchive import read_directory
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "200"))
 DERANDOMIZE = os.environ.get("FUZZ_RANDOM", "") == ""
@@ -200,13 +200,16 @@ def _rows(a: np.ndarray) -> np.ndarray:
 
 
 def _numpy_reads(path: Path, tensors: dict, others: list[str]) -> None:
-    """zipfile checks every CRC of the output, and NumPy reads each tensor member as we do."""
+    """NumPy reads each tensor member as we do (zipfile checking its CRC-32); the other
+    members are copied as they were, a wrong CRC-32 and all."""
     with zipfile.ZipFile(path) as z:
-        assert z.testzip() is None, "a member's CRC-32 is wrong"
-        names = z.namelist()
         for name, a in tensors.items():
+            if "\x00" in name:  # zipfile cuts a name at NUL, so NumPy cannot ask for it
+                continue
             b = np.lib.format.read_array(io.BytesIO(z.read(name + ".npy")), allow_pickle=False)
             assert b.dtype == a.dtype and b.shape == a.shape and b.tobytes() == a.tobytes(), name
+    with open(path, "rb") as f:
+        names = [m.name for m in read_directory(f.fileno(), os.fstat(f.fileno()).st_size, "out")]
     assert [n for n in names if not n.endswith(".npy")] == others, "other members changed"
 
 

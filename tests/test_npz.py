@@ -290,14 +290,15 @@ def test_torch_mode_follows_member_order(tmp_path, run_cli):
     case = next(c for c in CASES if c["id"] == "sequence_same_p")
     calls = case["calls"]
     names = [f"t{len(calls) - i:02d}" for i in range(len(calls))]
-    src = write_zip(tmp_path / "seq.npz", [(f"{n}.npy", npy_bytes(load(c, "input")),
-                                            zipfile.ZIP_DEFLATED) for n, c in zip(names, calls)])
+    src = write_zip(tmp_path / "seq.npz", [
+        (f"{n}.npy", npy_bytes(load(c, "input")), zipfile.ZIP_DEFLATED)
+        for n, c in zip(names, calls, strict=True)])
     code, _, err = run_cli("apply", src, "-o", str(tmp_path / "o.npz"), "--rng", "torch",
                            "--seed", str(case["seed"]), "-p", repr(calls[0]["p"]), "-q")
     assert code == 0, err
     with np.load(tmp_path / "o.npz") as z:
         assert z.files == names
-        for n, c in zip(names, calls):
+        for n, c in zip(names, calls, strict=True):
             assert same_bits(z[n], load(c, "output")), n
 
 
@@ -398,13 +399,17 @@ def test_open_tensor_file_describes_members(tmp_path):
 
 # --------------------------------------------------------------------------- properties
 
-NAME = st.text(st.characters(blacklist_categories=("Cs",)), max_size=8)
+# NUL aside: zipfile (under np.load) cuts a member name at NUL (test_fuzz covers such names)
+NAME = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
+               max_size=8)
 DTYPES = ["<f4", "<f8", "<f2", ">f4", "<c8"]
 
 
 @st.composite
 def archives(draw):
     names = draw(st.lists(NAME, min_size=0, max_size=5, unique=True))
+    # np.load(f)["a.npy"] is member a.npy (tensor a) when it exists, never member a.npy.npy
+    names = [n for n in names if not any(m == n + ".npy" or n == m + ".npy" for m in names)]
     out = []
     for name in names:
         dtype = np.dtype(draw(st.sampled_from(DTYPES)))

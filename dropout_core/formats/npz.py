@@ -21,7 +21,7 @@ import numpy as np
 from ..errors import DropoutError, escape_name
 from . import npy
 from .base import Entry, Sink, TensorFile, TensorInfo
-from .ziparchive import DEFLATED, STORED, ArchiveWriter, Member, MemberReader, read_directory
+from .ziparchive import STORED, ArchiveWriter, Member, MemberReader, read_directory
 
 NAME = "npz"
 EXTENSIONS = (".npz",)
