@@ -451,3 +451,44 @@ def test_stats_document_is_json(tmp_path, run_cli):
     assert doc["files"][0]["format"] == "npz"
     assert doc["files"][0]["tensors"][-1] == {"name": "n", "status": "skipped",
                                               "reason": "not a tensor"}
+
+
+# --------------------------------------------------------------------------- a real > 4 GiB member
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("TENSOR_DROPOUT_BIG") != "1",
+                    reason="writes about 9 GB; set TENSOR_DROPOUT_BIG=1 to run")
+def test_real_npz_member_over_4_gib_round_trips(tmp_path, run_cli):
+    from dropout_core import DropoutParams, dropout_block
+
+    n = (1 << 30) + 4099  # float32: the member is just over 4 GiB, so it needs Zip64
+    piece = np.arange(1 << 22, dtype=np.float32)
+    src = tmp_path / "big.npz"
+    with zipfile.ZipFile(src, "w") as z:  # what np.savez writes, without holding the array
+        with z.open("x.npy", "w", force_zip64=True) as f:
+            np.lib.format.write_array_header_1_0(f, {"descr": "<f4", "fortran_order": False,
+                                                     "shape": (n,)})
+            for s in range(0, n, piece.size):
+                f.write((piece[:min(piece.size, n - s)] + s).tobytes())
+    out = tmp_path / "out.npz"
+    code, _, err = run_cli("apply", str(src), "-o", str(out), "-p", "0.1", "--seed", "1", "-q")
+    assert code == 0, err
+    src.unlink()
+    with zipfile.ZipFile(out) as z:
+        (info,) = z.infolist()
+        assert info.file_size > 1 << 32 and info.compress_type == zipfile.ZIP_STORED
+        with z.open(info) as f:  # zipfile checks the CRC-32 at the end
+            while f.read(64 << 20):
+                pass
+    with open_tensor_file(str(out)) as tf:
+        (t,) = tf.tensors
+        assert t.shape == (n,)
+        with open(out, "rb") as f:
+            for a in (0, (1 << 30) - 100, n - 5000):  # around the 4 GiB mark and the end
+                f.seek(t.offset + 4 * a)
+                got = np.frombuffer(f.read(4 * 5000), dtype=np.float32)
+                x = (np.arange(a, a + 5000) % piece.size + (np.arange(a, a + 5000)
+                     // piece.size) * piece.size).astype(np.float32)
+                want = dropout_block(x, (slice(a, a + 5000),), (n,), DropoutParams(p=0.1), 1,
+                                     "big.npz", "x")
+                assert got.tobytes() == want.tobytes(), a
