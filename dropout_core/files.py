@@ -31,6 +31,7 @@ from .formats import (
     TensorInfo,
     format_module,
     format_of_name,
+    known_extensions,
     open_tensor_file,
 )
 from .params import DropoutParams
@@ -300,6 +301,9 @@ def run_file(job: FileJob, *, chunk: int = CHUNK, threads: int | None = None,
         if mask_writer:
             mask_writer.finish()
     per_tensor = [results[t.name] for t in tf.tensors]
+    # entries that are not tensors were kept by the writer; listed, but never counted
+    not_tensors = [{"name": o.name, "status": "skipped", "reason": "not a tensor"}
+                   for o in tf.others]
     doc = {
         "input": tf.path,
         "output": job.output,
@@ -308,7 +312,7 @@ def run_file(job: FileJob, *, chunk: int = CHUNK, threads: int | None = None,
         "seed": job.seed,
         "status": "done",
         "metadata": tf.metadata,
-        "tensors": per_tensor,
+        "tensors": per_tensor + not_tensors,
         "totals": totals(per_tensor),
     }
     if job.copy is not None:
@@ -484,8 +488,11 @@ def inspect_file(path: str, *, digest: bool = False) -> dict:
             if mask is not None:
                 entry["mask_digest"] = mask.hexdigest()
             out.append(entry)
-        return {"file": tf.path, "format": tf.format, "size": tf.size,
-                "metadata": tf.metadata, "tensors": out}
+        doc = {"file": tf.path, "format": tf.format, "size": tf.size,
+               "metadata": tf.metadata, "tensors": out}
+        if tf.others:
+            doc["others"] = [o.name for o in tf.others]
+        return doc
 
 
 def load_tensors(path: str) -> dict[str, np.ndarray]:
@@ -506,15 +513,16 @@ def save_tensors(path: str, tensors: dict[str, np.ndarray],
     """Write ``tensors`` to ``path`` in the format its extension names, atomically.
 
     A .npy file holds one array (name it ""); .safetensors any number, plus
-    string ``metadata``.
+    string ``metadata``; .npz any number, as stored members ``NAME.npy`` (like
+    ``np.savez``).
 
     >>> save_tensors("w.safetensors", {"w": np.ones((2, 2), np.float32)})  # doctest: +SKIP
     """
     path = os.fspath(path)
     fmt_name = format_of_name(path)
     if fmt_name is None:
-        raise UsageError(f"{escape_name(path)}: unknown extension; name the file .npy or "
-                         ".safetensors")
+        raise UsageError(f"{escape_name(path)}: unknown extension; name the file "
+                         f"{known_extensions()}")
     fmt = format_module(fmt_name)
     if metadata is not None and not fmt.METADATA:
         raise UsageError(f"{escape_name(path)}: a {fmt_name} file cannot hold metadata")

@@ -6,16 +6,25 @@ Expected outputs come from tests/reference_stream.py, a plain-Python transcripti
 of docs/random-stream.md that shares no code with dropout_core's stream or kernel,
 and from the arithmetic written out below.  Only the .npy/.safetensors header
 writers of dropout_core are reused (their bytes are checked against NumPy and the
-reference safetensors reader by the tests).  Review a change here like code: a
-golden file is never remade to make a test pass.
+reference safetensors reader by the tests), and for .npz the ZIP layer's writer
+(formats/ziparchive.py, checked against zipfile and NumPy by test_ziparchive.py).
+Review a change here like code: a golden file is never remade to make a test pass.
+
+The .npz cases are listed in npz_cases.json (cases.json keeps the cases that came
+before them, byte for byte).  Their inputs are written by zipfile the way np.savez
+writes (Zip64 extras, stored or deflated) with a fixed date, so they are the same
+bytes on every run; deflated bytes come from zlib, whose version the cases record.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
 import sys
+import zipfile
+import zlib
 
 import ml_dtypes
 import numpy as np
@@ -25,7 +34,7 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 import reference_stream as ref  # noqa: E402
 
-from dropout_core.formats import npy  # noqa: E402
+from dropout_core.formats import npy, ziparchive  # noqa: E402
 from dropout_core.formats import safetensors as safetensors_file  # noqa: E402
 
 OUT = os.path.join(ROOT, "tests", "golden", "default")
@@ -86,6 +95,54 @@ def save_st(path, tensors, metadata=None):
                                               metadata))
         for v in tensors.values():
             f.write(np.ascontiguousarray(v).tobytes())
+
+
+def npy_bytes(a, fortran=False):
+    f = io.BytesIO()
+    f.write(npy.header_bytes(a.dtype, a.shape, fortran_order=fortran))
+    f.write(np.asfortranarray(a).tobytes(order="F") if fortran else
+            np.ascontiguousarray(a).tobytes())
+    return f.getvalue()
+
+
+def save_npz_like_numpy(path, members):
+    """(member name, bytes, zipfile method) in order, as np.savez writes them, dated 1980."""
+    with zipfile.ZipFile(path, "w") as z:
+        for name, data, method in members:
+            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = method
+            with z.open(info, "w", force_zip64=True) as f:
+                f.write(data)
+
+
+class _FileSink:
+    def __init__(self, f):
+        self.f = f
+
+    def write_at(self, pos, data):
+        self.f.seek(pos)
+        self.f.write(bytes(memoryview(data).cast("B")))
+
+
+def save_npz_expected(path, src, outputs):
+    """The rewrite of archive ``src``: each member in its place; a tensor in ``outputs`` as a
+    fresh C-order .npy with the input member's compression, every other member copied."""
+    fd = os.open(src, os.O_RDONLY)
+    try:
+        with open(path, "wb") as f:
+            w = ziparchive.ArchiveWriter(_FileSink(f))
+            for m in ziparchive.read_directory(fd, os.fstat(fd).st_size, src):
+                tensor = m.name[:-4] if m.name.endswith(".npy") else None
+                if tensor in outputs:
+                    data = npy_bytes(outputs[tensor])
+                    mw = w.add(m.name, m.method, len(data))
+                    mw.write(data)
+                    mw.close()
+                else:
+                    w.copy(fd, m)
+            w.finish()
+    finally:
+        os.close(fd)
 
 
 def main() -> None:
@@ -163,6 +220,48 @@ def main() -> None:
     }, ["-p", "0.3", "--seed", "15", "--exclude", "ids"], skip=("ids",),
         metadata={"b": "2", "a": "1"}, seed=15, p=0.3)
     with open(os.path.join(OUT, "cases.json"), "w") as f:
+        json.dump({"made_by": "scripts/make_golden.py", "cases": cases}, f, indent=1)
+        f.write("\n")
+    npz_cases(rng)
+
+
+def npz_cases(rng) -> None:
+    """The .npz cases (after the others: they draw from the generator last)."""
+    cases = []
+    stored, deflated = zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED
+
+    def npz_case(cid, members, args, skip=(), fortran=(), **kw):
+        """members: (name, array or bytes, zipfile method); arrays become NAME.npy."""
+        inp = f"{cid}.npz"
+        src = os.path.join(OUT, inp)
+        save_npz_like_numpy(src, [(n + ".npy", npy_bytes(v, n in fortran), m)
+                                  if isinstance(v, np.ndarray) else (n, v, m)
+                                  for n, v, m in members])
+        outputs = {n: expected(v, file=inp, tensor=n, **kw) for n, v, _ in members
+                   if isinstance(v, np.ndarray) and n not in skip}
+        save_npz_expected(os.path.join(OUT, f"{cid}.expected.npz"), src, outputs)
+        case = {"id": cid, "input": inp, "expected": f"{cid}.expected.npz", "args": args}
+        if any(m == deflated for _, _, m in members):
+            case["zlib"] = zlib.ZLIB_RUNTIME_VERSION  # deflated bytes are this zlib's
+        cases.append(case)
+
+    npz_case("npz_savez_exclude", [
+        ("w", rng.standard_normal((4, 6)).astype(np.float32), stored),
+        ("h", rng.standard_normal(10).astype(np.float16), stored),
+        ("ids", np.arange(12, dtype=np.int64), stored),
+    ], ["-p", "0.3", "--seed", "21", "--exclude", "ids"], skip=("ids",), seed=21, p=0.3)
+    npz_case("npz_savez_compressed_fortran", [
+        ("a", rng.standard_normal((3, 5, 2)), deflated),
+        ("f", rng.standard_normal((4, 3)).astype(np.float32), deflated),
+    ], ["-p", "0.5", "--seed", "22"], fortran=("f",), seed=22, p=0.5)
+    npz_case("npz_other_members_channel", [
+        ("meta.json", b'{"epoch": 3}', deflated),
+        ("x", rng.standard_normal((2, 3, 4, 4)).astype(np.float32), stored),
+        ("notes/", b"", stored),
+        ("y", rng.standard_normal((2, 5, 3)).astype(np.float32), deflated),
+        ("raw.bin", bytes(range(64)), stored),
+    ], ["-p", "0.5", "--seed", "23", "--variant", "channel"], seed=23, p=0.5, variant="channel")
+    with open(os.path.join(OUT, "npz_cases.json"), "w") as f:
         json.dump({"made_by": "scripts/make_golden.py", "cases": cases}, f, indent=1)
         f.write("\n")
 

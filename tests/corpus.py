@@ -3,8 +3,8 @@
 The builders write files byte by byte with ``struct`` and ``json``, never with
 the code under test nor with a reference writer, so that a bug in our writer
 cannot hide a bug in our reader.  ``CASES`` is the bad-input corpus the tests
-in test_hostile.py run; ``valid_npy`` and ``valid_safetensors`` are the seeds
-the fuzz tests mutate.
+in test_hostile.py run; ``valid_npy``, ``valid_safetensors`` and ``npz_file``
+make the seeds the fuzz tests mutate.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import re
 import struct
 import subprocess
 import sys
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,6 +90,90 @@ def valid_safetensors() -> bytes:
                     ("b", "F16", [3], np.array([1, 2, 3], "<f2").tobytes()),
                     ("c", "I32", [2], np.array([5, 6], "<i4").tobytes())],
                    metadata={"format": "pt"})
+
+
+# .npz: a ZIP archive of .npy members, laid out by hand (test_ziparchive.py does the
+# ZIP layer's own cases; these go through the whole tool)
+_ZLOCAL = struct.Struct("<4sHHHHHIIIHH")
+_ZCENTRAL = struct.Struct("<4sHHHHHHIIIHHHHHII")
+_ZEND = struct.Struct("<4sHHHHIIH")
+_ZEND64 = struct.Struct("<4sQHHIIQQQQ")
+_ZLOCATOR64 = struct.Struct("<4sIQI")
+
+
+def deflate(data: bytes) -> bytes:
+    c = zlib.compressobj(6, zlib.DEFLATED, -15)
+    return c.compress(data) + c.flush()
+
+
+def zmember(name: bytes | str, plain: bytes, method: int = 0, **kw) -> dict:
+    """One member for ``npz_file``: its bytes (deflated when method is 8) and honest header
+    fields, each of which ``kw`` may replace (crc, csize, usize, flags, data, ...)."""
+    data = deflate(plain) if method == 8 else plain
+    raw = name.encode() if isinstance(name, str) else name
+    m = dict(name=raw, data=data, method=method, flags=0 if raw.isascii() else 0x800,
+             crc=zlib.crc32(plain), csize=len(data), usize=len(plain))
+    m.update(kw)
+    return m
+
+
+def npz_file(members: list[dict], *, zip64: bool = False, end: dict | None = None) -> bytes:
+    """An archive: local headers and data, central directory, end records (Zip64 ones with
+    ``zip64``, sizes and offsets then in Zip64 extra fields); ``end`` overrides end record
+    fields (disk, n, cd_size, cd_off)."""
+    out, central = bytearray(), bytearray()
+    for m in members:
+        offset = len(out)
+        csize, usize, lextra = m["csize"], m["usize"], b""
+        if zip64:
+            lextra = struct.pack("<HHQQ", 1, 16, usize, csize)
+            csize = usize = 0xFFFFFFFF
+        out += _ZLOCAL.pack(b"PK\x03\x04", 45 if zip64 else 20, m["flags"], m["method"], 0, 0x21,
+                            m["crc"], csize, usize, len(m["name"]), len(lextra))
+        out += m["name"] + lextra + m["data"]
+        cextra, off = b"", offset
+        if zip64:
+            cextra = struct.pack("<HHQQQ", 1, 24, m["usize"], m["csize"], offset)
+            off = 0xFFFFFFFF
+        central += _ZCENTRAL.pack(b"PK\x01\x02", 0x32D, 45 if zip64 else 20, m["flags"],
+                                  m["method"], 0, 0x21, m["crc"], csize, usize, len(m["name"]),
+                                  len(cextra), 0, 0, 0, 0, off) + m["name"] + cextra
+    cd_off = len(out)
+    out += central
+    rec = dict(disk=0, n=len(members), cd_size=len(central), cd_off=cd_off)
+    if zip64:
+        pos = len(out)
+        out += _ZEND64.pack(b"PK\x06\x06", 44, 0x32D, 45, 0, 0, rec["n"], rec["n"],
+                            rec["cd_size"], cd_off)
+        out += _ZLOCATOR64.pack(b"PK\x06\x07", 0, pos, 1)
+        rec.update(n=0xFFFF, cd_size=0xFFFFFFFF, cd_off=0xFFFFFFFF)
+    rec.update(end or {})
+    out += _ZEND.pack(b"PK\x05\x06", rec["disk"], 0, rec["n"], rec["n"], rec["cd_size"],
+                      rec["cd_off"], 0)
+    return bytes(out)
+
+
+def valid_npz(method: int = 0) -> bytes:
+    """Two float members, an int member and a non-tensor member."""
+    x = valid_npy()
+    return npz_file([zmember("x.npy", x, method), zmember("notes.txt", b"made by hand", method),
+                     zmember("h.npy", valid_npy((2, 0), (4,), "<f2"), method),
+                     zmember("i.npy", valid_npy((1, 0), (3,), "<i2"), method)])
+
+
+def _npz_one(npy_bytes: bytes, method: int = 0, name: str = "x.npy", **kw) -> bytes:
+    return npz_file([zmember(name, npy_bytes, method, **kw)])
+
+
+def _npz_bomb() -> bytes:
+    """A member whose header is fine and whose deflate stream holds far more than declared."""
+    x = valid_npy()
+    big = x + bytes(1_000_000)
+    return npz_file([zmember("x.npy", big, 8, usize=len(x), crc=zlib.crc32(x))])
+
+
+def _npz_pickled(d: Path) -> bytes:
+    return _npz_one(_pickled_object_array(d), 8)
 
 
 # duplicate keys cannot come out of json.dumps: write the text by hand
@@ -175,6 +260,104 @@ def _st_cuts() -> list[Case]:
             "last-byte": (len(full) - 1, r"data runs past the end of the file", "c")}
     return [Case(f"st-cut-{where}", full[:at], problem, tensor, ".safetensors")
             for where, (at, problem, tensor) in cuts.items()]
+
+
+def _npz_cuts() -> list[Case]:
+    """A valid stored .npz cut at its structural boundaries: every cut loses the end record."""
+    full = valid_npz()
+    first = _ZLOCAL.size + len(b"x.npy")
+    cd_off = struct.unpack_from("<I", full, len(full) - 6)[0]
+    cuts = {"in-local-header": 10, "in-npy-header": first + 20, "in-member-data": first + 140,
+            "at-central-directory": cd_off, "in-central-directory": cd_off + 30,
+            "in-end-record": len(full) - 10, "last-byte": len(full) - 1}
+    return [Case(f"npz-cut-{where}", full[:at], r"not a zip archive, or truncated",
+                 suffix=".npz") for where, at in cuts.items()]
+
+
+def _npz_cases() -> list[Case]:
+    x = valid_npy()
+    return [
+        *_npz_cuts(),
+        # ---- the ZIP layer (each refused at the door)
+        Case("npz-trailing-garbage", valid_npz() + b"junk", r"no end of central directory",
+             suffix=".npz"),
+        Case("npz-prepended-data", b"PK\x03\x04" + valid_npz(), r"unexplained bytes",
+             suffix=".npz"),
+        Case("npz-member-count-lies", npz_file([zmember("x.npy", x)], end={"n": 3}),
+             r"claims 3 members", suffix=".npz"),
+        Case("npz-duplicate-member", npz_file([zmember("x.npy", x), zmember("x.npy", x)]),
+             r"member x\.npy appears twice", suffix=".npz"),
+        Case("npz-x-and-x.npy", npz_file([zmember("x.npy", x), zmember("x", b"raw")]),
+             r"members x and x\.npy both load as x; refused as a duplicate", suffix=".npz"),
+        Case("npz-encrypted", _npz_one(x, flags=1), r"member x\.npy: is encrypted",
+             suffix=".npz"),
+        Case("npz-bzip2", _npz_one(x, method=12), r"compression method 12 is not supported",
+             suffix=".npz"),
+        Case("npz-multi-disk", npz_file([zmember("x.npy", x)], end={"disk": 1}), r"multi-disk",
+             suffix=".npz"),
+        Case("npz-stored-sizes-differ", _npz_one(x, usize=len(x) + 4),
+             r"stored, but its compressed size", suffix=".npz"),
+        Case("npz-deflate-claims-too-much", _npz_one(x, 8, usize=10**9),
+             r"more than deflate can produce", suffix=".npz"),
+        Case("npz-member-past-the-end", _npz_one(x, csize=len(x) + 1000, usize=len(x) + 1000),
+             r"data (overlaps the central directory|runs past the end)", suffix=".npz"),
+        Case("npz-zip64-sizes-lie", npz_file([zmember("x.npy", x, usize=2**40, csize=2**40)],
+                                             zip64=True),
+             r"member x\.npy: (local header|data)", suffix=".npz"),
+        # ---- the .npy header inside a member (refused at the door)
+        Case("npz-member-not-npy", _npz_one(b"PK" + x[2:], 8),
+             r"member x\.npy: not a \.npy file \(bad magic\)", suffix=".npz"),
+        Case("npz-member-empty", _npz_one(b""), r"member x\.npy: not a \.npy file",
+             suffix=".npz"),
+        Case("npz-member-npy-version-4.0", _npz_one(npy_header(npy_dict(), (4, 0)) + x[-24:]),
+             r"member x\.npy: unsupported \.npy version 4\.0", suffix=".npz"),
+        Case("npz-member-header-past-member", _npz_one(x[:100], 8),
+             r"member x\.npy: \.npy header length 118 runs past the end of the file \(100 "
+             r"bytes\)", suffix=".npz"),
+        Case("npz-member-header-over-limit",
+             _npz_one(npy_header(npy_dict(), (2, 0), hlen=(1 << 20) + 1) + x[-24:]),
+             r"member x\.npy: \.npy header of 1048577 bytes exceeds the limit", suffix=".npz"),
+        Case("npz-member-header-code", _npz_one(npy_header("__import__('os').system('x')"), 8),
+             r"member x\.npy: \.npy header is not a valid Python literal", suffix=".npz"),
+        Case("npz-member-pickled-object-array", _npz_pickled,
+             r"member x\.npy: object arrays are refused", suffix=".npz"),
+        Case("npz-member-structured-dtype",
+             _npz_one(npy_header(npy_dict([("a", "<f4")], False, (1,))) + f32(1)),
+             r"member x\.npy: structured dtype", suffix=".npz"),
+        Case("npz-member-fortran-order-string",
+             _npz_one(npy_header(npy_dict(fortran_order="True")) + f32(*range(6))),
+             r"fortran_order must be True or False", suffix=".npz"),
+        Case("npz-member-data-short", _npz_one(x[:-4]),
+             r"member x\.npy: truncated: shape \[2, 3\] of float32 needs 24 bytes of data, "
+             r"the file has 20", suffix=".npz"),
+        Case("npz-member-trailing-bytes", _npz_one(x + b"tail", 8),
+             r"member x\.npy: 4 bytes of trailing garbage", suffix=".npz"),
+        Case("npz-deflated-size-below-header", _npz_one(x, 8, usize=len(x) - 8),
+             r"member x\.npy: truncated: shape \[2, 3\] of float32 needs 24 bytes of data, "
+             r"the file has 16", suffix=".npz"),
+        Case("npz-deflated-size-above-header", _npz_one(x, 8, usize=len(x) + 8),
+             r"member x\.npy: 8 bytes of trailing garbage", suffix=".npz"),
+        Case("npz-member-absurd-shape-2**62",
+             _npz_one(npy_header(npy_dict(shape=(_ABSURD,))) + f32(*range(6)), 8),
+             rf"member x\.npy: shape \[{_ABSURD}\] is too large for any array", suffix=".npz"),
+        Case("npz-corrupt-deflate", _npz_one(x, 8, data=b"\xff" * 40, csize=40),
+             r"member x\.npy: corrupt deflate data", suffix=".npz"),
+        # ---- member data, refused when it is read (the output is then removed)
+        Case("npz-stored-crc-mismatch", _npz_one(x, crc=zlib.crc32(x) ^ 1),
+             r"member x\.npy: CRC-32 mismatch", suffix=".npz"),
+        Case("npz-deflated-crc-mismatch", _npz_one(x, 8, crc=zlib.crc32(x) ^ 1),
+             r"member x\.npy: CRC-32 mismatch", suffix=".npz"),
+        Case("npz-decompression-bomb", _npz_bomb(),
+             r"member x\.npy: deflate data holds more than the declared 152 bytes",
+             suffix=".npz"),
+        Case("npz-deflate-ends-early", _npz_one(x[:-8], 8, usize=len(x), crc=zlib.crc32(x)),
+             r"member x\.npy: deflate stream ends early", suffix=".npz"),
+        # ---- a fine archive, refused data
+        Case("npz-int-tensor-with-scaling",
+             _npz_one(npy_header(npy_dict("<i8", False, (2,))) + b"\x01" * 16, 8, name="ids.npy"),
+             r"int64 tensor cannot take .*--no-scale", tensor="ids", suffix=".npz",
+             apply_only=True),
+    ]
 
 
 _ABSURD = 2**62
@@ -413,6 +596,8 @@ CASES: list[Case] = [
          apply_only=True),
     Case("npy-bool-with-scaling", npy_header(npy_dict("|b1", False, (2,))) + b"\x01\x00",
          r"bool tensor cannot take .*--no-scale", apply_only=True),
+    # ---- .npz: the ZIP layer, the .npy header of each member, member data
+    *_npz_cases(),
 ]
 
 

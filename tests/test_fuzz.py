@@ -4,7 +4,10 @@ Hypothesis takes small valid files (.npy 1.0/2.0/3.0, C and Fortran order,
 a multi-tensor .safetensors) and mutates them: flipped and overwritten bytes
 (mostly in the header), cuts, insertions, deletions, lying length fields and
 token swaps inside the header text ("F32" -> "I64", "False" -> "True", a
-digit for another), with the length field fixed up or not.
+digit for another), with the length field fixed up or not.  .npz archives
+(stored and deflated) get the same byte mutations aimed at their ZIP records
+and at the .npy headers inside members, lying size and CRC fields (fixed up or
+not), and archives generated from generated .npy members.
 
 Every run must end one of two ways:
   * exit 1 with exactly one ``Error: `` line naming the input, no traceback,
@@ -21,21 +24,35 @@ for much longer with fresh randomness.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
 import struct
 import tempfile
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
-from corpus import listing, npy_dict, npy_header, one_error_line, run_cli, st_file
+from corpus import (
+    listing,
+    npy_dict,
+    npy_header,
+    npz_file,
+    one_error_line,
+    run_cli,
+    st_file,
+    zmember,
+)
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from hypothesis.control import currently_in_test_context
 
+from dropout_core import load_tensors
 from dropout_core.formats import open_tensor_file
+from dropout_core.formats.ziparchive import read_directory
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "200"))
 DERANDOMIZE = os.environ.get("FUZZ_RANDOM", "") == ""
@@ -178,6 +195,24 @@ def _elements(raw: bytes, info) -> np.ndarray:
     return rows
 
 
+def _rows(a: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(a).reshape(-1).view(np.uint8).reshape(a.size, a.dtype.itemsize)
+
+
+def _numpy_reads(path: Path, tensors: dict, others: list[str]) -> None:
+    """NumPy reads each tensor member as we do (zipfile checking its CRC-32); the other
+    members are copied as they were, a wrong CRC-32 and all."""
+    with zipfile.ZipFile(path) as z:
+        for name, a in tensors.items():
+            if "\x00" in name:  # zipfile cuts a name at NUL, so NumPy cannot ask for it
+                continue
+            b = np.lib.format.read_array(io.BytesIO(z.read(name + ".npy")), allow_pickle=False)
+            assert b.dtype == a.dtype and b.shape == a.shape and b.tobytes() == a.tobytes(), name
+    with open(path, "rb") as f:
+        names = [m.name for m in read_directory(f.fileno(), os.fstat(f.fileno()).st_size, "out")]
+    assert [n for n in names if not n.endswith(".npy")] == others, "other members changed"
+
+
 def _event(text: str) -> None:
     # outcome statistics for --hypothesis-show-statistics (a fuzzer that only ever meets
     # one error message is not exploring)
@@ -228,9 +263,15 @@ def check_run(data: bytes, how: str) -> None:
             [(t.name, t.dtype, t.shape) for t in tin.tensors], "names, dtypes or shapes changed"
         if tin.format == "safetensors":
             assert got[:len(tin.header)] == data[:len(tin.header)], "header not copied exactly"
+        if tin.format == "npz":  # members are compressed: compare what the readers serve
+            before, after = load_tensors(str(src_copy)), load_tensors(str(result))
+            _numpy_reads(result, after, [o.name for o in tin.others])
         stats_by_name = {t["name"]: t for t in doc["files"][0]["tensors"]}
         for t_in, t_out in zip(tin.tensors, tf.tensors, strict=True):
-            x, y = _elements(data, t_in), _elements(got, t_out)
+            if tin.format == "npz":
+                x, y = (_rows(a[t_in.name]) for a in (before, after))
+            else:
+                x, y = _elements(data, t_in), _elements(got, t_out)
             kept = np.all(x == y, axis=1)
             zero = np.all(y == 0, axis=1)
             assert np.all(kept | zero), f"tensor {t_in.name!r}: an element is neither kept nor 0"
@@ -312,4 +353,147 @@ def test_generated_safetensors_gives_clean_error_or_correct_result(file: bytes, 
 @FUZZ
 @given(file=generated_npy(), how=HOWS)
 def test_generated_npy_gives_clean_error_or_correct_result(file: bytes, how: str):
+    check_run(file, how)
+
+
+# ---- .npz: archives mutated byte by byte, and archives of generated members
+
+def _npz_seed(method: int) -> bytes:
+    f4 = np.arange(12, dtype="<f4").reshape(3, 4) - 5
+    f8 = np.asfortranarray(np.arange(6, dtype="<f8").reshape(2, 3))
+    return npz_file([zmember("w.npy", _npy_seed((1, 0), "<f4", (3, 4)), method),
+                     zmember("notes", b"kept as it is", method),
+                     zmember("f.npy", _npy_seed((2, 0), "<f8", (2, 3), fortran=True), method),
+                     zmember("i.npy", _npy_seed((3, 0), "<i2", (5,)), method)]) \
+        if f4.size and f8.size else b""
+
+
+NPZ_SEEDS = {"npz-stored": _npz_seed(0), "npz-deflated": _npz_seed(8)}
+ZIP_FIELD_VALUES = [0, 1, 2, 8, 12, 20, 45, 0x800, 0xFFFF, 0xFFFFFFFF, 2**31, 99, 14]
+
+
+def _records(data: bytes) -> list[tuple[int, int]]:
+    """(start, length) of every ZIP record of a seed, local headers with their names."""
+    spans = []
+    for sig, size in ((b"PK\x03\x04", 30), (b"PK\x01\x02", 46), (b"PK\x05\x06", 22)):
+        at = data.find(sig)
+        while at >= 0:
+            spans.append((at, size))
+            at = data.find(sig, at + 1)
+    return spans
+
+
+def _fix_crcs(data: bytearray, seed: bytes) -> None:
+    """Recompute each stored member's CRC-32 (local and central) over its current bytes, so
+    that a mutation inside a member reaches the .npy reader instead of the CRC check."""
+    for at, _ in _records(seed):
+        if seed[at:at + 4] != b"PK\x03\x04" or seed[at + 8] != 0:
+            continue
+        csize, = struct.unpack_from("<I", seed, at + 18)
+        nlen, xlen = struct.unpack_from("<HH", seed, at + 26)
+        start = at + 30 + nlen + xlen
+        if start + csize > len(data):
+            continue
+        crc = struct.pack("<I", zlib.crc32(bytes(data[start:start + csize])))
+        name = seed[at + 30:at + 30 + nlen]
+        data[at + 14:at + 18] = crc
+        c = seed.find(b"PK\x01\x02" + seed[at + 4:at + 6])  # its central entry
+        while c >= 0 and seed[c + 46:c + 46 + len(name)] != name:
+            c = seed.find(b"PK\x01\x02", c + 1)
+        if c >= 0:
+            data[c + 16:c + 20] = crc
+
+
+@st.composite
+def mutated_npz(draw, seed_name: str) -> bytes:
+    seed = NPZ_SEEDS[seed_name]
+    data = bytearray(seed)
+    records = _records(seed)
+    texts = [(m.start(), m.end()) for m in re.finditer(rb"\{'descr'.*?\}", seed)]
+    same_length = True
+    for _ in range(draw(st.integers(1, 2))):
+        n = len(data)
+        if n == 0:
+            break
+        at, size = draw(st.sampled_from(records))
+        in_record = st.integers(min(at, n - 1), min(at + size, n) - 1)
+        spots = [in_record, st.integers(0, n - 1)]
+        if texts and seed_name == "npz-stored":
+            a, b = draw(st.sampled_from(texts))
+            spots += [st.integers(min(a, n - 1), min(b, n) - 1)] * 2
+        pos = draw(st.one_of(*spots))
+        kind = draw(st.sampled_from(["flip", "set", "cut", "insert", "delete", *["field"] * 3,
+                                     *["token"] * 2]))
+        if kind == "flip":
+            data[pos] ^= draw(st.integers(1, 255))
+        elif kind == "set":
+            data[pos] = draw(st.sampled_from(INTERESTING_BYTES))
+        elif kind == "cut":
+            del data[draw(st.integers(0, n - 1)):]
+            same_length = False
+        elif kind == "insert":
+            data[pos:pos] = draw(st.binary(min_size=1, max_size=16))
+            same_length = False
+        elif kind == "delete":
+            del data[pos:pos + draw(st.integers(1, 16))]
+            same_length = False
+        elif kind == "field":  # a u16 or u32 field of a record: a size, a count, an offset
+            width = draw(st.sampled_from([2, 4]))
+            off = draw(st.integers(at + 4, at + size - width))
+            if off + width <= len(data):
+                value = draw(st.sampled_from(ZIP_FIELD_VALUES)) % (1 << (8 * width))
+                data[off:off + width] = value.to_bytes(width, "little")
+        elif texts and seed_name == "npz-stored":  # a token of a member's .npy header text
+            a, b = draw(st.sampled_from(texts))
+            text = bytes(data[a:min(b, len(data))])
+            cls = [t for c in CLASSES[1:3] for t in c if t and t in text]
+            if cls:
+                old = draw(st.sampled_from(cls))
+                i = a + text.index(old)
+                new = draw(st.sampled_from([t for c in CLASSES[1:3] for t in c
+                                            if len(t) == len(old)]))
+                data[i:i + len(old)] = new
+    if same_length and draw(st.booleans()):
+        _fix_crcs(data, seed)
+    return bytes(data)
+
+
+@st.composite
+def generated_npz(draw) -> bytes:
+    names = draw(st.lists(st.text(max_size=4), max_size=3, unique=True))
+    members = []
+    for name in names:
+        method = draw(st.sampled_from([0, 8]))
+        if draw(st.integers(0, 5)) == 0:  # not a tensor
+            members.append(zmember(name, draw(st.binary(max_size=8)), method))
+            continue
+        blob = draw(generated_npy())
+        kw = {}
+        if draw(lie):  # a size field that lies a little (the CRC is the truth's)
+            kw["usize"] = max(0, len(blob) + draw(lie))
+            if method == 0:
+                kw["csize"] = kw["usize"]
+        members.append(zmember(name + ".npy", blob, method, **kw))
+    return npz_file(members, zip64=draw(st.booleans()))
+
+
+@pytest.mark.parametrize("seed_name", list(NPZ_SEEDS))
+def test_npz_seed_files_are_valid(seed_name: str):
+    with tempfile.TemporaryDirectory() as d:
+        p = Path(d) / "x"
+        p.write_bytes(NPZ_SEEDS[seed_name])
+        open_tensor_file(str(p)).close()
+    check_run(NPZ_SEEDS[seed_name], "output")
+
+
+@pytest.mark.parametrize("seed_name", list(NPZ_SEEDS))
+@FUZZ
+@given(data=st.data())
+def test_mutated_npz_gives_clean_error_or_correct_result(seed_name: str, data):
+    check_run(data.draw(mutated_npz(seed_name), label="file"), data.draw(HOWS, label="how"))
+
+
+@FUZZ
+@given(file=generated_npz(), how=HOWS)
+def test_generated_npz_gives_clean_error_or_correct_result(file: bytes, how: str):
     check_run(file, how)

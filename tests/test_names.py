@@ -165,7 +165,7 @@ def test_strange_file_names_are_escaped_in_errors(tmp_path: Path, fname: str):
     line = one_error_line(run.err)
     assert run.code == 1
     _check_terminal_safe(line)
-    assert line == f"Error: {escape_name(str(src))}: not a .npy or .safetensors file " \
+    assert line == f"Error: {escape_name(str(src))}: not a .npy, .safetensors or .npz file " \
                    "(unknown magic bytes)"
 
 

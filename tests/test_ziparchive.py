@@ -40,7 +40,7 @@ LOCATOR64 = struct.Struct("<4sIQI")
 # --------------------------------------------------------------------------- helpers
 
 class MemSink:
-    """write_at into a bytearray, like dropout_core.files._Sink into a file."""
+    """write_at into a bytearray, like dropout_core.formats.base.Sink into a file."""
 
     def __init__(self) -> None:
         self.buf = bytearray()
@@ -699,14 +699,14 @@ def test_a_file_that_shrinks_after_the_directory_is_read(tmp_path):
 @pytest.mark.skipif(os.environ.get("TENSOR_DROPOUT_BIG") != "1",
                     reason="writes about 4.3 GB; set TENSOR_DROPOUT_BIG=1 to run")
 def test_real_members_over_4_gib(tmp_path):
-    from dropout_core.files import _Sink
+    from dropout_core.formats.base import Sink
 
     big = (1 << 32) + 12345
     piece = np.arange(16 << 20, dtype=np.uint32).view(np.uint8)[: 16 << 20]
     tail = npy_bytes(ARRAYS["ints"])
     path = tmp_path / "big.npz"
     with open(path, "wb") as f:
-        w = ArchiveWriter(_Sink(f))
+        w = ArchiveWriter(Sink(f))
         for name, method in (("zeros.bin", DEFLATED), ("counts.bin", STORED)):
             mw = w.add(name, method, big)
             for s in range(0, big, len(piece)):

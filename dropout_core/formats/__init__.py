@@ -7,7 +7,11 @@ Each format module offers the same small set of names:
 * ``sniff(head, size)``: do the first bytes say this format?
 * ``header_size(head, size, where)``: how many bytes the header takes (checked
   against the file's size), and ``read_header(head, size, where)``: the whole
-  header validated, as ``(tensors, metadata)``;
+  header validated, as ``(tensors, metadata)``; or, for a format whose index is
+  not at the front of the file (a ZIP archive's directory is at its end),
+  ``read_index(fd, size, where)``: the index read through the open file and
+  validated, as ``(tensors, metadata, others)``, ``others`` the entries that are
+  not tensors (objects with a ``name``; the writer keeps them, the stats list them);
 * ``visit_order(tensors, serial)``: the order a run processes the tensors in;
 * ``reader(fd, tf, tensor, take)``: ``(read(start, stop, slab), sliced)``, the
   tensor's elements chunk by chunk in C order;
@@ -33,11 +37,12 @@ from .base import Entry, Sink, TensorFile, TensorInfo, open_input
 REGISTRY = {
     "npy": "npy",
     "safetensors": "safetensors",
+    "npz": "npz",
 }
 PROBE = 1 << 16  # bytes read to sniff the format; the rest of a header is read on demand
 
 __all__ = ["REGISTRY", "Entry", "Sink", "TensorFile", "TensorInfo", "format_module",
-           "open_tensor_file", "output_format"]
+           "known_extensions", "open_tensor_file", "output_format"]
 
 
 @functools.cache
@@ -65,17 +70,22 @@ def open_tensor_file(path: str) -> TensorFile:
                 head = f.read(min(size, PROBE))
                 fmt = next((m for m in _modules() if m.sniff(head, size)), None)
                 if fmt is None:
-                    raise DropoutError(f"{shown}: not a {' or '.join(_extensions())} file "
-                                       "(unknown magic bytes)")
-                need = fmt.header_size(head, size, shown)
-                if need > len(head):  # checked against the size above: never absurd
-                    head += f.read(need - len(head))
+                    raise DropoutError(f"{shown}: not a {known_extensions()} file (unknown "
+                                       "magic bytes)")
+                if hasattr(fmt, "read_index"):  # the index is not at the front: read it there
+                    need = 0
+                    tensors, metadata, others = fmt.read_index(f.fileno(), size, shown)
+                else:
+                    need = fmt.header_size(head, size, shown)
+                    if need > len(head):  # checked against the size above: never absurd
+                        head += f.read(need - len(head))
+                    if len(head) < need:
+                        raise DropoutError(f"{shown}: file shrank while it was being read")
+                    (tensors, metadata), others = fmt.read_header(head, size, shown), []
         except OSError as e:
             raise DropoutError(f"{shown}: cannot read: {e.strerror}") from None
-        if len(head) < need:
-            raise DropoutError(f"{shown}: file shrank while it was being read")
-        tensors, metadata = fmt.read_header(head, size, shown)
-        tf = TensorFile(path, fmt.NAME, size, head[:need], tensors, metadata, fmt.NAMED)
+        tf = TensorFile(path, fmt.NAME, size, head[:need], tensors, metadata, fmt.NAMED,
+                        others=others)
     except BaseException:
         if spool is not None:
             spool.close()
@@ -87,6 +97,12 @@ def open_tensor_file(path: str) -> TensorFile:
 
 def _extensions() -> list[str]:
     return [ext for m in _modules() for ext in m.EXTENSIONS]
+
+
+def known_extensions() -> str:
+    """'.npy, .safetensors or .npz': the extensions of the formats we read."""
+    exts = _extensions()
+    return exts[0] if len(exts) == 1 else ", ".join(exts[:-1]) + " or " + exts[-1]
 
 
 def format_of_name(path: str) -> str | None:

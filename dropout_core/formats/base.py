@@ -47,12 +47,15 @@ class TensorFile:
     """A validated tensor file: format, header bytes and tensors in file order."""
 
     path: str  # as the user named it ("-" for stdin)
-    format: str  # a key of formats.REGISTRY: "npy", "safetensors"
+    format: str  # a key of formats.REGISTRY: "npy", "safetensors", "npz"
     size: int
     header: bytes  # everything before the data
     tensors: list[TensorInfo]
     metadata: dict[str, str] | None = None
     named: bool = True  # False: one tensor without a name (a .npy file)
+    # entries that are not tensors (an archive's other members): objects with a ``name``,
+    # kept by the format's writer, listed as skipped in the stats
+    others: list = field(default_factory=list)
     real_path: str = ""  # where to read the bytes (a spool file for stdin)
     _spool: object = field(default=None, repr=False)
 
