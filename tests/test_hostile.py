@@ -44,8 +44,9 @@ HOW = {
     "apply-inplace": lambda p, out: ["apply", str(p), "--inplace", "-p", "0.5", "--seed", "1"],
     "inspect": lambda p, out: ["inspect", str(p)],
     # the bad file as the mask to replay, for a good input (good.npy, made by the test)
+    # -p: a mask that records no p needs it given (otherwise that usage error comes first)
     "mask-in": lambda p, out: ["apply", str(p.parent / "good.npy"), "-o", str(out),
-                               "--mask-in", str(p)],
+                               "--mask-in", str(p), "-p", "0.5"],
 }
 
 
@@ -78,7 +79,8 @@ def test_bad_input_is_refused_cleanly(tmp_path: Path, case: Case, how: str):
     if how == "mask-in":
         (tmp_path / "good.npy").write_bytes(valid_npy())
     before = src.read_bytes()
-    out = tmp_path / f"out{case.suffix}"
+    # the output holds the input's format (good.npy's for mask-in), and is named for it
+    out = tmp_path / ("out.npy" if how == "mask-in" else f"out{case.suffix}")
     files = listing(tmp_path)
     run = run_cli(HOW[how](src, out))
     _check_refusal(run, str(src), case)
