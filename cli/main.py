@@ -46,7 +46,8 @@ def cli() -> None:
 @selection_options
 @run_options
 def apply(inputs: tuple[str, ...], quiet: bool, **kwargs) -> None:
-    """Apply dropout to each INPUT (.npy or .safetensors; - reads stdin).
+    """Apply dropout to each INPUT (.npy, .safetensors, .npz, or a sharded checkpoint's
+    .safetensors.index.json; - reads stdin).
 
     Every option is the library's parameter of the same name: --share-axes is
     DropoutParams(share_axes=...), --chunk-size is BatchOptions(chunk_size=...).

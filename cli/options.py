@@ -127,7 +127,8 @@ mask_options = _bundle(
     _option("--mask-in", metavar="PATH",
             help="Replay a saved keep mask instead of drawing (p: the recorded one, or -p)."),
     _option("--mask-out", metavar="PATH",
-            help="Save the keep mask (bool; .npy/.safetensors, which also records p)."),
+            help="Save the keep mask (bool; .npy, .npz or .safetensors, which also records "
+                 "p)."),
 )
 
 selection_options = _bundle(
