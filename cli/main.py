@@ -89,6 +89,7 @@ def apply(inputs: tuple[str, ...], quiet: bool, **kwargs) -> None:
         if doc["seed"] is not None:
             click.echo(f"seed {doc['seed']}, effective p {doc['effective_p']:.12g}", err=True)
     if failed:
+        sys.stdout.flush()
         ctx.exit(1)
 
 

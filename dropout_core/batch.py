@@ -187,6 +187,9 @@ def apply_files(inputs: list[str], *, params: DropoutParams, seed: int | None = 
     if output == "-" and opts.stats == "-":
         raise UsageError(f"{say('output_stdout')} and {say('stats_stdout')} both want stdout; "
                          "write one to a file")
+    if dask_scheduler is not None and ("-" in inputs or output == "-"):
+        raise UsageError("Dask workers cannot read stdin or write stdout (-); give file "
+                         f"paths, or run without {say('dask_scheduler')}")
     check_mask_in(opts.mask_in, seed, params)
     # reported in the stats, so that a run without a seed can be repeated
     seed = resolve_seed(seed, needed=opts.mask_in is None and not params.identity)

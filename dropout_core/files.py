@@ -161,12 +161,12 @@ def check_selection(files: list[TensorFile], tensors: tuple[str, ...],
     and a file whose one array has no name (.npy) cannot be chosen from."""
     if not (tensors or exclude):
         return
-    for tf in files:
-        if not tf.named:
-            raise UsageError(f"{tf.where()}: holds one unnamed array; "
-                             f"{params.say('tensor')}/{params.say('exclude')} choose tensors "
-                             "by name, in files that hold several")
-    names = {t.name for tf in files for t in tf.tensors}
+    named = [tf for tf in files if tf.named]
+    if files and not named:  # (in a mixed run the globs choose in the files that name tensors)
+        raise UsageError(f"{files[0].where()}: holds one unnamed array; "
+                         f"{params.say('tensor')}/{params.say('exclude')} choose tensors "
+                         "by name, in files that hold several")
+    names = {t.name for tf in named for t in tf.tensors}
     for option, globs in (("tensor", tensors), ("exclude", exclude)):
         for g in globs:
             if not any(fnmatch.fnmatchcase(n, g) for n in names):

@@ -75,8 +75,8 @@ def value_plan(params: DropoutParams, dtype: np.dtype, where: str) -> ValuePlan:
     if not is_floating(dtype) and (params.scale or params.is_alpha):
         what = "alpha dropout" if params.is_alpha else "scaling by 1/(1-p)"
         raise DropoutError(f"{where}: {dtype_label(dtype)} tensor cannot take {what}; use "
-                           f"{params.say('no_scale')} to mask it without scaling, or "
-                           f"{params.say('exclude')} it")
+                           f"{params.say('no_scale')} to mask it without scaling, or leave "
+                           f"it out ({params.say('exclude')})")
     if params.is_alpha:
         # The dropped value is a*d + b, rounded to the dtype like every alpha output.
         d = params.fill_value()
