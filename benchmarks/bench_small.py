@@ -1,6 +1,6 @@
 """tensor-dropout small-work benchmark: start-up, many small files, --jobs, per-call cost.
 
-    python benchmarks/bench_small.py                  # full run (3-6 minutes, most of it the files section)
+    python benchmarks/bench_small.py                  # full run (3-6 minutes)
     python benchmarks/bench_small.py --quick          # fewer repeats (under 2 minutes)
     python benchmarks/bench_small.py --json out.json --torch-python /path/to/venv/bin/python
     python benchmarks/bench_small.py --only startup,files
@@ -339,7 +339,8 @@ def bench_files(a) -> tuple[list[Table], list[dict]]:
             rm(d)
     m = {k: med(v) for k, v in times.items()}
     t = Table(f"{a.n_files} float32 {SHAPE} .npy files ({a.n_files * x[0].nbytes / 2**20:.1f} "
-              f"MiB) in one command, p = {P} ({len(times['j1'])} run{'' if len(times['j1']) == 1 else 's'} each, interleaved"
+              f"MiB) in one command, p = {P} ({len(times['j1'])} "
+              f"run{'' if len(times['j1']) == 1 else 's'} each, interleaved"
               f"{'' if a.quick else ', after a warm-up round'}; fresh OUT and `sync` "
               f"before each run, untimed)",
               ["command", "median s", "min-max s", "ms/file", "/ numpy_baseline",
