@@ -39,6 +39,7 @@ _EXPORTS = {
     "run_header": "stats",
     "save_tensors": "files",
     "threshold": "streams.default",
+    "verify": "files",
     "write_stats": "batch",
 }
 
