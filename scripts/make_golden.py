@@ -14,6 +14,13 @@ The .npz cases are listed in npz_cases.json (cases.json keeps the cases that cam
 before them, byte for byte).  Their inputs are written by zipfile the way np.savez
 writes (Zip64 extras, stored or deflated) with a fixed date, so they are the same
 bytes on every run; deflated bytes come from zlib, whose version the cases record.
+
+The sharded safetensors checkpoint is listed in sharded_cases.json: a directory of
+shards plus model.safetensors.index.json, and a .expected directory of the shards and
+index the tool writes with --out-dir.  Every tensor's stream key is (seed, the INDEX's
+base name, tensor name), per README "Sharded checkpoints"; the shard headers come from
+the same safetensors header writer as the other safetensors goldens, and the expected
+index is the input's JSON as json.dumps(doc, indent=2) plus a newline.
 """
 
 from __future__ import annotations
@@ -223,6 +230,7 @@ def main() -> None:
         json.dump({"made_by": "scripts/make_golden.py", "cases": cases}, f, indent=1)
         f.write("\n")
     npz_cases(rng)
+    sharded_cases(rng)
 
 
 def npz_cases(rng) -> None:
@@ -262,6 +270,47 @@ def npz_cases(rng) -> None:
         ("raw.bin", bytes(range(64)), stored),
     ], ["-p", "0.5", "--seed", "23", "--variant", "channel"], seed=23, p=0.5, variant="channel")
     with open(os.path.join(OUT, "npz_cases.json"), "w") as f:
+        json.dump({"made_by": "scripts/make_golden.py", "cases": cases}, f, indent=1)
+        f.write("\n")
+
+
+def sharded_cases(rng) -> None:
+    """The sharded checkpoint cases (after the .npz ones: they draw from the generator last)."""
+    cases = []
+
+    def sharded_case(cid, shards, args, exclude=lambda name: False, **kw):
+        """shards: {shard file name: {tensor name: array}}; written under cid/ and
+        cid.expected/ beside an index whose metadata holds the total size."""
+        index = "model.safetensors.index.json"
+        doc = {"metadata": {"total_size": sum(v.nbytes for t in shards.values()
+                                              for v in t.values())},
+               "weight_map": {k: shard for shard, t in shards.items() for k in t}}
+        text = (json.dumps(doc, indent=2) + "\n").encode()
+        for d in (cid, f"{cid}.expected"):
+            os.makedirs(os.path.join(OUT, d), exist_ok=True)
+            with open(os.path.join(OUT, d, index), "wb") as f:
+                f.write(text)
+        meta = {"format": "pt"}
+        for shard, tensors in shards.items():
+            save_st(os.path.join(OUT, cid, shard), tensors, meta)
+            out = {k: (v if exclude(k) else expected(v, file=index, tensor=k, **kw))
+                   for k, v in tensors.items()}
+            save_st(os.path.join(OUT, f"{cid}.expected", shard), out, meta)
+        cases.append({"id": cid, "input": f"{cid}/{index}", "expected": f"{cid}.expected",
+                      "files": sorted([index, *shards]), "args": args})
+
+    sharded_case("sharded_ckpt", {
+        "model-00001-of-00002.safetensors": {
+            "layer0.weight": rng.standard_normal((6, 8)).astype(np.float32),
+            "layer0.bias": rng.standard_normal(6).astype(np.float32),
+        },
+        "model-00002-of-00002.safetensors": {
+            "layer1.weight": rng.standard_normal((4, 6)).astype(np.float16),
+            "layer1.bias": rng.standard_normal(4).astype(np.float16),
+        },
+    }, ["-p", "0.25", "--seed", "11", "--exclude", "*.bias"],
+        exclude=lambda name: name.endswith(".bias"), seed=11, p=0.25)
+    with open(os.path.join(OUT, "sharded_cases.json"), "w") as f:
         json.dump({"made_by": "scripts/make_golden.py", "cases": cases}, f, indent=1)
         f.write("\n")
 
