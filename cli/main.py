@@ -82,7 +82,7 @@ def apply(inputs: tuple[str, ...], quiet: bool, **kwargs) -> None:
     failed = [f for f in doc["files"] if f.get("status") == "failed"]
     for f in failed:
         command_error(DropoutError(f["error"])).show()
-    if not quiet:
+    if not quiet and not options.dry_run:  # (a dry run printed its plan instead)
         for f in doc["files"]:
             if f.get("status") != "failed":
                 click.echo(_summary(f), err=True)
