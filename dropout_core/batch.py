@@ -32,9 +32,10 @@ from .files import (
     check_output_format,
     check_selection,
     failure,
-    load_replay,
+    load_tensors,
     mask_format,
     plan_file,
+    replay_for,
     run_one,
 )
 from .formats import TensorFile, open_tensor_file
@@ -259,6 +260,7 @@ def _plan_files(planned: list[Job], params: DropoutParams, opts: BatchOptions,
                 raise
             bad[j.input] = str(e)
     check_selection(list(files.values()), opts.tensors, opts.exclude, params)
+    masks = load_tensors(opts.mask_in) if opts.mask_in else None  # read once for every input
     work, failed = [], []
     for j in planned:
         try:
@@ -271,7 +273,7 @@ def _plan_files(planned: list[Job], params: DropoutParams, opts: BatchOptions,
             elif j.output != "-":
                 check_target(j.output, force=opts.force, inputs=list(files),
                              interface=params.interface, made_dir=out_dir)
-            replay = load_replay(opts.mask_in, tf) if opts.mask_in else None
+            replay = replay_for(masks, tf) if masks is not None else None
             key = j.key if j.key is not None else file_key(j.input)
             plans = plan_file(tf, params, j.seed, key, tensors=opts.tensors,
                               exclude=opts.exclude, replay=replay)

@@ -96,9 +96,9 @@ def plan_file(tf: TensorFile, params: DropoutParams, seed: int | None, key: str,
     return plans
 
 
-def load_replay(path: str, tf: TensorFile) -> dict[str, np.ndarray]:
-    """--mask-in: the saved keep masks, by tensor name (a lone mask serves a .npy's array)."""
-    masks = load_tensors(path)
+def replay_for(masks: dict[str, np.ndarray], tf: TensorFile) -> dict[str, np.ndarray]:
+    """--mask-in's masks (``load_tensors`` of the mask file) by tensor name for ``tf``: a
+    lone mask serves a .npy's array."""
     if not tf.named and "" not in masks and len(masks) == 1:
         masks = {"": next(iter(masks.values()))}
     return masks
@@ -147,7 +147,7 @@ def apply_file(input: str, output: str | None = None, *, params: DropoutParams |
             check_replaceable(output, force=force, interface=params.interface)
         elif output != "-":
             check_target(output, force=force, inputs=[input], interface=params.interface)
-        replay = load_replay(mask_in, tf) if mask_in else None
+        replay = replay_for(load_tensors(mask_in), tf) if mask_in else None
         key = key if key is not None else file_key(input)
         plans = plan_file(tf, params, seed, key, tensors=tensors, exclude=exclude,
                           replay=replay)
@@ -608,7 +608,7 @@ def _verify_file(f: dict, doc: dict, params: DropoutParams) -> str | None:
     with open_tensor_file(f["input"]) as tf:
         if {t.name for t in tf.tensors} != set(recorded):
             return "the input's tensors are not the ones recorded"
-        replay = load_replay(mask_in, tf) if mask_in else None
+        replay = replay_for(load_tensors(mask_in), tf) if mask_in else None
         plans = plan_file(tf, params, f["seed"], f["key"], replay=replay, names=chosen)
         again = run_file(FileJob(tf, None, params, f["seed"], f["key"], plans))
     for t in again["tensors"]:
