@@ -15,25 +15,34 @@ ALPHA_PRIME = 1.7580993408473766
 
 # How each interface names the options its messages mention: the library speaks
 # Python's keyword arguments, the command line its flags.
+INTERFACES = ("python", "cli")
+# option -> (its name in Python's keywords, its name on the command line)
 _SAY = {
-    "python": {"rng_torch": "rng='torch'", "exact_count": "exact_count",
-               "share_axes": "share_axes", "fill": "fill", "no_scale": "scale=False",
-               "exclude": "exclude", "force": "force=True", "inplace": "inplace=True",
-               "seed": "seed", "p": "p", "mask_in": "mask_in", "mask_out": "mask_out",
-               "channel_axis": "channel_axis", "variant": "variant", "tensor": "tensors",
-               "output": "output", "out_dir": "out_dir", "suffix": "suffix",
-               "repeat": "repeat", "jobs": "jobs", "dask_scheduler": "dask_scheduler",
-               "stats": "stats", "key": "key", "output_stdout": "output='-'",
-               "stats_stdout": "stats='-'"},
-    "cli": {"rng_torch": "--rng torch", "exact_count": "--exact-count",
-            "share_axes": "--share-axes", "fill": "--fill", "no_scale": "--no-scale",
-            "exclude": "--exclude", "force": "--force", "inplace": "--inplace",
-            "seed": "--seed", "p": "-p", "mask_in": "--mask-in", "mask_out": "--mask-out",
-            "channel_axis": "--channel-axis", "variant": "--variant", "tensor": "--tensor",
-            "output": "-o/--output", "out_dir": "--out-dir", "suffix": "--suffix",
-            "repeat": "--repeat", "jobs": "--jobs", "dask_scheduler": "--dask-scheduler",
-            "stats": "--stats", "key": "--key", "output_stdout": "-o -",
-            "stats_stdout": "--stats -"},
+    "rng_torch": ("rng='torch'", "--rng torch"),
+    "exact_count": ("exact_count", "--exact-count"),
+    "share_axes": ("share_axes", "--share-axes"),
+    "fill": ("fill", "--fill"),
+    "no_scale": ("scale=False", "--no-scale"),
+    "exclude": ("exclude", "--exclude"),
+    "tensor": ("tensors", "--tensor"),
+    "force": ("force=True", "--force"),
+    "inplace": ("inplace=True", "--inplace"),
+    "seed": ("seed", "--seed"),
+    "p": ("p", "-p"),
+    "mask_in": ("mask_in", "--mask-in"),
+    "mask_out": ("mask_out", "--mask-out"),
+    "channel_axis": ("channel_axis", "--channel-axis"),
+    "variant": ("variant", "--variant"),
+    "output": ("output", "-o/--output"),
+    "output_stdout": ("output='-'", "-o -"),
+    "out_dir": ("out_dir", "--out-dir"),
+    "suffix": ("suffix", "--suffix"),
+    "repeat": ("repeat", "--repeat"),
+    "jobs": ("jobs", "--jobs"),
+    "dask_scheduler": ("dask_scheduler", "--dask-scheduler"),
+    "stats": ("stats", "--stats"),
+    "stats_stdout": ("stats='-'", "--stats -"),
+    "key": ("key", "--key"),
 }
 
 
@@ -43,7 +52,7 @@ def say(option: str, interface: str = "python") -> str:
     >>> say("no_scale"), say("no_scale", "cli")
     ('scale=False', '--no-scale')
     """
-    return _SAY[interface][option]
+    return _SAY[option][INTERFACES.index(interface)]
 
 
 @dataclass(frozen=True)
@@ -72,8 +81,9 @@ class DropoutParams:
                 or not 0.0 <= p <= 1.0:
             raise UsageError(f"p must be a number with 0 <= p <= 1, got {p!r}")
         object.__setattr__(self, "p", float(p) + 0.0)  # -0.0 is 0
-        if self.interface not in _SAY:
-            raise UsageError(f"interface must be one of {', '.join(_SAY)}, got {self.interface!r}")
+        if self.interface not in INTERFACES:
+            raise UsageError(f"interface must be one of {', '.join(INTERFACES)}, got "
+                             f"{self.interface!r}")
         for name, allowed in (("mode", MODES), ("variant", VARIANTS), ("rng", RNGS)):
             if getattr(self, name) not in allowed:
                 raise UsageError(f"{name} must be one of {', '.join(allowed)}, "
