@@ -158,10 +158,9 @@ class Dropout:
 
         object.__setattr__(self, "seed", check_seed(self.seed))
         object.__setattr__(self, "share_axes", tuple(self.share_axes))
-        object.__setattr__(self, "params", DropoutParams(
-            p=self.p, mode=self.mode, variant=self.variant, scale=self.scale, fill=self.fill,
-            channel_axis=self.channel_axis, share_axes=self.share_axes,
-            exact_count=self.exact_count))
+        object.__setattr__(self, "params", _params(
+            self.p, self.mode, self.variant, self.scale, self.fill, self.channel_axis,
+            self.share_axes, self.exact_count, "default"))
 
     def __call__(self, x: np.ndarray, key: int | str = "", *, tensor: str = "",
                  inplace: bool = False) -> np.ndarray:
