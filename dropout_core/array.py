@@ -45,7 +45,12 @@ def dropout(x: np.ndarray, p: float = 0.5, *, seed: int | None = None, file: str
     if x.dtype.hasobject:
         raise DropoutError("object arrays are not tensors; refused")
     draws = not params.identity and mask is None
-    seed = resolve_seed(seed, needed=draws and torch_source is None)
+    if torch_source is not None:  # the stream it continues was seeded with its own seed
+        if seed is not None and seed != torch_source.seed:
+            raise UsageError(f"seed={seed} and torch_source (seeded with {torch_source.seed}) "
+                             "disagree; give one of them")
+        seed = torch_source.seed
+    seed = resolve_seed(seed, needed=draws)
     if chunk_size < 1:
         raise UsageError(f"chunk_size must be positive, got {chunk_size}")
     if inplace and not x.flags.writeable:

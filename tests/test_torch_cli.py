@@ -166,3 +166,19 @@ def test_seed_outside_torchs_range_is_a_usage_error(tmp_path, run_cli, seed):
     code, _, err = run_cli("apply", src, "-o", str(tmp_path / "y.npy"), "--rng", "torch",
                            "--seed", seed)
     assert code == 2 and "manual_seed" in err and not (tmp_path / "y.npy").exists()
+
+
+def test_torch_source_reports_its_seed_and_refuses_a_different_one():
+    from dropout_core import UsageError
+    from dropout_core.streams.torch_cpu import TorchMaskSource
+
+    x = np.ones((4, 5), np.float32)
+    src = TorchMaskSource(1234)
+    y1, stats = dropout(x, 0.5, rng="torch", torch_source=src, return_stats=True)
+    assert stats["seed"] == 1234  # the stream's seed, not None
+    # a continued stream equals one draw of both calls from a fresh source
+    y2 = dropout(x, 0.5, rng="torch", torch_source=src)
+    both = dropout(np.ones((8, 5), np.float32), 0.5, rng="torch", seed=1234)
+    assert same_bits(np.concatenate([y1, y2]), both)
+    with pytest.raises(UsageError, match="disagree"):
+        dropout(x, 0.5, rng="torch", torch_source=TorchMaskSource(1), seed=2)
