@@ -204,8 +204,11 @@ def _table(doc: dict) -> list[str]:
     from dropout_core.errors import escape_name
 
     lines = [f"{escape_name(_shown(doc['file']))}: {doc['format']}, {doc['size']} bytes"]
+    if "shards" in doc:
+        lines[0] += f" in {len(doc['shards'])} shards"
     for k, v in (doc["metadata"] or {}).items():
-        lines.append(f"  metadata {escape_name(k)} = {escape_name(v)}")
+        shown = escape_name(v) if isinstance(v, str) else json.dumps(v)
+        lines.append(f"  metadata {escape_name(k)} = {shown}")
     rows = []
     for t in doc["tensors"]:
         name = "(array)" if doc["format"] == "npy" else escape_name(t["name"])
@@ -214,6 +217,8 @@ def _table(doc: dict) -> list[str]:
             rest += f"  kept {t['kept']} dropped {t['dropped']}"
         if t["nonfinite"]:
             rest += f"  nonfinite {t['nonfinite']}"
+        if "shard" in t:
+            rest += f"  in {escape_name(t['shard'])}"
         for key in ("digest", "mask_digest"):
             if key in t:
                 rest += f"  {key} {t[key]}"

@@ -459,8 +459,17 @@ def inspect_file(path: str, *, digest: bool = False) -> dict:
     Works chunk by chunk; for bool tensors (mask files) it counts kept and dropped.
     ``digest``: each tensor's content digest (``output_digest`` in the stats),
     and for bool tensors their ``mask_digest`` as the stats compute it.
+
+    A sharded checkpoint's index (``*.safetensors.index.json``) is described as
+    one file: format ``safetensors-index``, the index's metadata, every shard's
+    tensors in shard order (each with its ``shard``), and ``size`` the shards'
+    total.
     """
     path = os.fspath(path)
+    from .sharded import is_index
+
+    if is_index(path):
+        return _inspect_index(path, digest)
     with open_tensor_file(path) as tf, open(tf.real_path, "rb") as f:
         out = []
         for t in tf.tensors:
@@ -493,6 +502,19 @@ def inspect_file(path: str, *, digest: bool = False) -> dict:
         if tf.others:
             doc["others"] = [o.name for o in tf.others]
         return doc
+
+
+def _inspect_index(path: str, digest: bool) -> dict:
+    from .sharded import read_index
+
+    ckpt = read_index(path)
+    shards = [inspect_file(ckpt.shard_path(name), digest=digest) for name in ckpt.shards]
+    tensors = [dict(t, shard=name) for name, doc in zip(ckpt.shards, shards, strict=True)
+               for t in doc["tensors"]]
+    metadata = ckpt.doc.get("metadata")
+    return {"file": path, "format": "safetensors-index", "size": sum(d["size"] for d in shards),
+            "metadata": metadata if isinstance(metadata, dict) else None,
+            "shards": list(ckpt.shards), "tensors": tensors}
 
 
 def load_tensors(path: str) -> dict[str, np.ndarray]:

@@ -318,3 +318,35 @@ def test_stats_that_would_replace_a_shard_is_refused(tmp_path, tensors, run_cli)
     assert code == 2 and err == f"Error: {shard}: --stats names an input file; it would be " \
                                 "replaced\n"
     assert snapshot(folder) == before and not (tmp_path / "o").exists()
+
+
+def test_inspect_describes_a_checkpoint_through_its_index(tmp_path, tensors, run_cli):
+    from dropout_core import inspect_file
+
+    index = two_shards(tmp_path / "ckpt", tensors)
+    doc = inspect_file(index, digest=True)
+    assert doc["format"] == "safetensors-index"
+    with open(index) as f:
+        assert doc["shards"] == sorted(set(json.load(f)["weight_map"].values()))
+    assert doc["size"] == sum(os.path.getsize(tmp_path / "ckpt" / s) for s in doc["shards"])
+    # every tensor once, with the same description the shard itself gives
+    by_shard = {s: inspect_file(str(tmp_path / "ckpt" / s), digest=True) for s in doc["shards"]}
+    expected = [dict(t, shard=s) for s in doc["shards"] for t in by_shard[s]["tensors"]]
+    assert doc["tensors"] == expected
+    assert sorted(t["name"] for t in doc["tensors"]) == sorted(tensors)
+    code, out, err = run_cli("inspect", index)
+    assert code == 0, err
+    out = out.decode()
+    assert f"safetensors-index, {doc['size']} bytes in 2 shards" in out
+    for t in doc["tensors"]:
+        assert any(line.split()[0] == t["name"] and line.endswith(f"in {t['shard']}")
+                   for line in out.splitlines())
+
+
+def test_inspect_of_an_index_with_a_missing_shard_is_one_error(tmp_path, tensors, run_cli):
+    index = two_shards(tmp_path / "ckpt", tensors)
+    shard = sorted(os.listdir(tmp_path / "ckpt"))[0]
+    os.unlink(tmp_path / "ckpt" / shard)
+    code, out, err = run_cli("inspect", index)
+    assert code == 1 and out == b""
+    assert err.count("\n") == 1 and err.startswith("Error: ") and "is missing" in err
