@@ -130,7 +130,8 @@ def plan_jobs(inputs: list[str], *, output: str | None = None, out_dir: str | No
     for path in inputs:
         if sharded.is_index(path):  # a sharded checkpoint: one job per shard (sharded.py)
             shards = sharded.shard_jobs(path, output=output, out_dir=out_dir, suffix=suffix,
-                                        inplace=inplace, repeat=repeat, seed=seed)
+                                        inplace=inplace, repeat=repeat, seed=seed,
+                                        interface=interface)
             jobs += [Job(src, dst, seed, None, inplace=inplace, key=k) for src, dst, k in shards]
             continue
         for r in range(repeat):

@@ -148,20 +148,25 @@ def _check_shard(ckpt: Checkpoint, name: str) -> None:
 
 
 def shard_jobs(path: str, *, output: str | None, out_dir: str | None, suffix: str,
-               inplace: bool, repeat: int, seed: int | None) -> list:
+               inplace: bool, repeat: int, seed: int | None,
+               interface: str = "python") -> list:
     """``plan_jobs`` for one index: ``(shard, output, key)`` per shard, keyed by the index's
-    name."""
+    name.  ``interface`` spells the options in messages ("python" or "cli")."""
+    from .params import say as say_in
+
+    def say(option: str) -> str:
+        return say_in(option, interface)
 
     where = escape_name(path)
     if output is not None:
         raise UsageError(f"{where}: a sharded checkpoint is written as shards plus an index; "
-                         "use --out-dir DIR or --inplace, not -o")
+                         f"use {say('out_dir')} or {say('inplace')}, not {say('output')}")
     if repeat > 1:
-        raise UsageError(f"{where}: --repeat is not supported for a sharded checkpoint; run "
-                         "once per copy with its own --out-dir and --seed")
+        raise UsageError(f"{where}: {say('repeat')} is not supported for a sharded checkpoint; "
+                         f"run once per copy with its own {say('out_dir')} and {say('seed')}")
     if suffix:
-        raise UsageError(f"{where}: --suffix would rename the shards the index names; write "
-                         "the checkpoint to another --out-dir instead")
+        raise UsageError(f"{where}: {say('suffix')} would rename the shards the index names; "
+                         f"write the checkpoint to another {say('out_dir')} instead")
     ckpt = read_index(path)
     jobs = []
     for name in ckpt.shards:

@@ -252,7 +252,7 @@ def test_an_index_over_the_size_limit_is_refused_unread(tmp_path, tensors, run_c
 
 @pytest.mark.parametrize("args,message", [
     (["-o", "x.safetensors"], "a sharded checkpoint is written as shards plus an index; use "
-                              "--out-dir DIR or --inplace, not -o"),
+                              "--out-dir or --inplace, not -o/--output"),
     (["--out-dir", "o", "--repeat", "2"], "--repeat is not supported for a sharded checkpoint"),
     (["--out-dir", "o", "--suffix", "-aug"], "--suffix would rename the shards"),
     (["--out-dir", "o", "--rng", "torch"], "--rng torch draws one serial stream per file"),
@@ -264,6 +264,21 @@ def test_options_a_checkpoint_cannot_take_exit_2(tmp_path, tensors, run_cli, mon
     code, _, err = run_cli("apply", index, *args, "--seed", "1")
     assert code == 2
     assert err.startswith(f"Error: {index}: {message}"), err
+    assert sorted(os.listdir(tmp_path)) == ["ckpt"]
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"output": "x.safetensors"}, "use out_dir or inplace=True, not output"),
+    ({"out_dir": "o", "repeat": 2}, "repeat is not supported for a sharded checkpoint"),
+    ({"out_dir": "o", "suffix": "-aug"}, "suffix would rename the shards"),
+], ids=["output", "repeat", "suffix"])
+def test_the_python_api_names_its_own_parameters(tmp_path, tensors, monkeypatch, kwargs,
+                                                 message):
+    index = two_shards(tmp_path / "ckpt", tensors)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DropoutError) as e:
+        apply_files([index], params=DropoutParams(p=0.5), seed=1, **kwargs)
+    assert message in str(e.value) and "--" not in str(e.value)
     assert sorted(os.listdir(tmp_path)) == ["ckpt"]
 
 
