@@ -49,6 +49,9 @@ import time
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from run import Table, cpu_name  # noqa: E402
+
 ROOT = os.path.dirname(HERE)
 SAMPLE = os.path.join(ROOT, "samples", "example_1x3x3.npy")
 BASELINE = os.path.join(HERE, "numpy_baseline.py")
@@ -107,21 +110,6 @@ def med(xs: list[float]) -> float:
 
 def spread(xs: list[float], unit: float = 1.0, fmt: str = "{:.3f}") -> str:
     return f"{fmt.format(min(xs) * unit)}-{fmt.format(max(xs) * unit)}"
-
-
-class Table:
-    def __init__(self, title: str, cols: list[str]) -> None:
-        self.title, self.cols, self.rows, self.notes = title, cols, [], []
-
-    def add(self, *cells) -> None:
-        self.rows.append([str(c) for c in cells])
-
-    def render(self) -> str:
-        out = [f"\n### {self.title}\n", "| " + " | ".join(self.cols) + " |",
-               "|" + "|".join("---" for _ in self.cols) + "|"]
-        out += ["| " + " | ".join(r) + " |" for r in self.rows]
-        out += [""] + self.notes if self.notes else []
-        return "\n".join(out)
 
 
 def verdict(ratio: float | None, target: float, at_least: bool = False) -> str:
@@ -246,12 +234,7 @@ def git_commit() -> str:
 
 
 def machine(py: str) -> dict:
-    cpu = "?"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        cpu = platform.processor() or "?"
+    cpu = cpu_name()
     r = subprocess.run([py, "-c", "import sys, platform, numpy; "
                         "print(platform.python_version(), numpy.__version__)"],
                        capture_output=True, text=True)

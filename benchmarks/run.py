@@ -92,7 +92,7 @@ def ratio(times: dict[str, list[float]], a: str, b: str) -> float:
 
 class Table:
     def __init__(self, title: str, cols: list[str]) -> None:
-        self.title, self.cols, self.rows = title, cols, []
+        self.title, self.cols, self.rows, self.notes = title, cols, [], []
 
     def add(self, *cells) -> None:
         self.rows.append([str(c) for c in cells])
@@ -101,6 +101,7 @@ class Table:
         out = [f"\n### {self.title}\n", "| " + " | ".join(self.cols) + " |",
                "|" + "|".join("---" for _ in self.cols) + "|"]
         out += ["| " + " | ".join(r) + " |" for r in self.rows]
+        out += [""] + self.notes if self.notes else []
         return "\n".join(out)
 
 
@@ -444,13 +445,17 @@ SECTIONS = {"kernel": bench_kernel, "dtypes": bench_dtypes, "command": bench_com
             "rss": bench_rss, "torch": bench_torch_mode}
 
 
-def machine() -> str:
-    cpu = "?"
+def cpu_name() -> str:
     try:
         with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+            return next(line.split(":", 1)[1].strip() for line in f
+                        if line.startswith("model name"))
     except (OSError, StopIteration):
-        cpu = platform.processor() or "?"
+        return platform.processor() or "?"
+
+
+def machine() -> str:
+    cpu = cpu_name()
     mem = "?"
     try:
         with open("/proc/meminfo") as f:
