@@ -165,8 +165,8 @@ run_options = _bundle(
 )
 
 preview_options = _bundle(
-    _option("-o", "--output", metavar="PATH", required=True,
-            help="The PNG to write (named .png)."),
+    click.option("-o", "--output", metavar="PATH", required=True,
+                 help="The PNG to write (named .png)."),
     _option("--force", is_flag=True, help="Replace an existing output file."),
     _option("--max-images", type=click.IntRange(min=1),
             help="Samples, and channels, drawn per tensor."),
