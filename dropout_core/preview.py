@@ -86,7 +86,7 @@ class Layout:
     def zoom(self) -> tuple[int, int]:
         """Pixels per element (down, across): square for images, per axis for heat maps."""
         h, w = self.tile
-        zy, zx = (max(1, min(MAX_ZOOM, TILE // d)) for d in (h, w))
+        zy, zx = (max(1, min(MAX_ZOOM, TILE // max(d, 1))) for d in (h, w))
         if self.kind == "image":
             zy = zx = min(zy, zx)
         return zy, zx
@@ -192,6 +192,8 @@ class PreviewRow:
     def panel_size(self) -> tuple[int, int]:
         """(width, height) of each panel, in pixels."""
         (rows, cols), (h, w), (zy, zx) = self.layout.grid, self.layout.tile, self.layout.zoom
+        if not rows * cols * h * w:  # an empty tensor: nothing to draw
+            return 0, 0
         return cols * w * zx + (cols - 1) * GAP, rows * h * zy + (rows - 1) * GAP
 
     def pixel(self, panel: str, r: int, c: int, i: int, j: int) -> tuple[int, int]:
@@ -434,6 +436,8 @@ def _panel(row: PreviewRow, rgb: np.ndarray) -> np.ndarray:
     width, height = row.panel_size
     out = np.empty((height, width, 3), dtype=np.uint8)
     out[...] = BACKGROUND
+    if not out.size:
+        return out
     images = np.transpose(rgb, lay.perm + (len(lay.perm),)).reshape(lay.grid + lay.tile + (3,))
     for r in range(rows):
         for c in range(cols):
@@ -493,7 +497,8 @@ def _draw(pil, rows: list[PreviewRow], blocks: list[tuple]) -> object:
         for panel, pixels, name in zip(PANELS, panels, names, strict=True):
             px, py = row.origins[panel]
             draw.text((px, row.top + LINE), _ascii(name), fill=INK, font=font)
-            image.paste(pil.Image.fromarray(pixels, "RGB"), (px, py))
+            if pixels.size:
+                image.paste(pil.Image.fromarray(pixels, "RGB"), (px, py))
     return image
 
 

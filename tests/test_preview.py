@@ -475,3 +475,22 @@ def test_readme_shows_both_images():
         readme = f.read()
     for name in make_preview_images.IMAGES:
         assert f"]({name})" in readme
+
+
+@pytest.mark.parametrize("array", [
+    np.zeros((0, 5), np.float32),
+    np.zeros((2, 0, 3, 3), np.float32),
+    np.array(3.0, np.float64),
+    (np.arange(6) * (1 + 2j)).astype(np.complex64).reshape(2, 3),
+    np.array([True, False] * 5),
+], ids=["empty-2d", "empty-4d", "scalar", "complex", "bool"])
+def test_empty_scalar_complex_and_bool_tensors_are_drawn(tmp_path: Path, array):
+    src = write_npy(tmp_path / "x.npy", array)
+    options = ("-p", "0.5", "--seed", "6", "--no-scale")
+    _, masks = applied(tmp_path, src, *options)
+    out = tmp_path / "x.png"
+    cli_preview(src, out, *options)
+    [row] = preview_fn(src, p=0.5, seed=6, scale=False).rows
+    assert row.elements == array.size and row.dropped == int((~masks[""]).sum())
+    if not array.size:
+        assert row.panel_size == (0, 0)
