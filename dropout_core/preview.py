@@ -268,7 +268,7 @@ def preview(input: str, output: str | None = None, *, params: DropoutParams | No
         if not plans:
             raise UsageError(f"{tf.where()}: no tensor is chosen ({params.say('tensor')} and "
                              f"{params.say('exclude')} leave none to draw)")
-        rows, blocks = _compute(tf, plans, params, max_images, mask_in)
+        rows, blocks = _compute(tf, plans, params, seed, max_images, mask_in)
     image = _draw(pil, rows, blocks)
     shown = Preview(image, rows, seed, key, output)
     if output is not None:
@@ -347,7 +347,8 @@ def _keep(plan: TensorPlan, location: tuple[slice, ...], drain: bool) -> np.ndar
 
 
 def _compute(tf: TensorFile, plans: dict[str, TensorPlan], params: DropoutParams,
-             max_images: int, mask_in: str | None) -> tuple[list[PreviewRow], list[tuple]]:
+             seed: int | None, max_images: int,
+             mask_in: str | None) -> tuple[list[PreviewRow], list[tuple]]:
     """Each chosen tensor's block: (row, (input, keep, output)), in file order.
 
     Tensors are visited in the order ``run_file`` visits them, so a serial
@@ -357,7 +358,7 @@ def _compute(tf: TensorFile, plans: dict[str, TensorPlan], params: DropoutParams
     stream = params.stream_module()
     serial = hasattr(stream, "file_state")
     draws = any(not p.identity and not p.replayed for p in plans.values())
-    state = stream.file_state(plans[next(iter(plans))].seed) if draws and serial else None
+    state = stream.file_state(seed) if draws and serial else None
     order = [t for t in fmt.visit_order(tf.tensors, serial=serial) if t.name in plans]
     found = {}
     with open(tf.real_path, "rb") as f:
