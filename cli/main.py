@@ -16,7 +16,15 @@ import time
 import click
 
 from .errors import EXIT_CODES, Group, command_error
-from .options import dropout_options, mask_options, output_options, run_options, selection_options
+from .options import (
+    dropout_options,
+    mask_in_option,
+    mask_options,
+    output_options,
+    preview_options,
+    run_options,
+    selection_options,
+)
 
 TERMINAL = "refusing to write binary tensor data to a terminal; redirect stdout or use -o FILE"
 
@@ -58,15 +66,11 @@ def apply(inputs: tuple[str, ...], quiet: bool, **kwargs) -> None:
       tensor-dropout apply weights.safetensors --inplace -p 0.1 --seed 7
       cat x.npy | tensor-dropout apply - -o - -p 0.5 --seed 1 > y.npy
     """
-    from dropout_core import DropoutError, DropoutParams
+    from dropout_core import DropoutError
     from dropout_core.batch import BatchOptions, apply_files
-    from dropout_core.files import mask_p
 
     ctx = click.get_current_context()
-    if kwargs["mask_in"] is not None:  # without -p, the p the mask was made with
-        given = ctx.get_parameter_source("p") is not click.core.ParameterSource.DEFAULT
-        kwargs["p"] = mask_p(kwargs["mask_in"], kwargs["p"] if given else None, "cli")
-    params = DropoutParams(**_take(kwargs, DropoutParams), interface="cli")
+    params = _params(ctx, kwargs)
     options = BatchOptions(**_take(kwargs, BatchOptions))
     if kwargs["output"] == "-" and sys.stdout.isatty() and not options.dry_run:  # as gzip does
         raise click.UsageError(TERMINAL)
@@ -91,6 +95,18 @@ def apply(inputs: tuple[str, ...], quiet: bool, **kwargs) -> None:
     if failed:
         sys.stdout.flush()
         ctx.exit(1)
+
+
+def _params(ctx: click.Context, kwargs: dict):
+    """The DropoutParams of the options in ``kwargs`` (removed from it); with --mask-in and
+    no -p, the p the mask was made with."""
+    from dropout_core import DropoutParams
+    from dropout_core.files import mask_p
+
+    if kwargs["mask_in"] is not None:
+        given = ctx.get_parameter_source("p") is not click.core.ParameterSource.DEFAULT
+        kwargs["p"] = mask_p(kwargs["mask_in"], kwargs["p"] if given else None, "cli")
+    return DropoutParams(**_take(kwargs, DropoutParams), interface="cli")
 
 
 def _take(kwargs: dict, cls: type) -> dict:
@@ -159,6 +175,40 @@ class _Progress:
     def close(self) -> None:
         if self.shown:
             sys.stderr.write("\n")
+
+
+@cli.command(epilog=EXIT_CODES, short_help="Draw input, keep mask and output as a PNG.")
+@click.argument("input", metavar="INPUT")
+@preview_options
+@dropout_options
+@mask_in_option
+@selection_options
+@click.pass_context
+def preview(ctx: click.Context, input: str, quiet: bool, **kwargs) -> None:
+    """Draw what apply would do to INPUT (.npy, .safetensors or .npz): for each chosen
+    tensor a row of three panels, the input, the keep mask and the output, into a PNG.
+
+    The options are apply's, and the bits drawn are the ones apply writes; nothing
+    else is written, and only the part of each tensor that is drawn is read.
+    --tensor and --exclude choose the tensors drawn.
+    Needs Pillow: pip install 'tensor-dropout[preview]'.
+
+    \b
+    Examples:
+      tensor-dropout preview samples/batch_nchw.npy -o preview.png -p 0.5 --seed 7
+      tensor-dropout preview model.safetensors -o w.png --tensor 'encoder.*' --seed 1
+    """
+    from dropout_core.errors import escape_name
+    from dropout_core.preview import preview as draw
+
+    params = _params(ctx, kwargs)
+    shown = draw(input, params=params, **kwargs)
+    if not quiet:
+        width, height = shown.image.size
+        click.echo(f"{escape_name(_shown(input))} -> {escape_name(shown.output)}: "
+                   f"{len(shown.rows)} tensor(s) drawn, {width}x{height} pixels", err=True)
+        if shown.seed is not None:
+            click.echo(f"seed {shown.seed}, effective p {params.effective_p():.12g}", err=True)
 
 
 @cli.command(epilog=EXIT_CODES, short_help="Show the tensors in files.")

@@ -1,7 +1,8 @@
-"""The options of ``apply``, in bundles, named and defaulted as the library names them.
+"""The options of ``apply`` and ``preview``, in bundles, named and defaulted as the library
+names them.
 
 Every option's destination is a field of ``DropoutParams`` or ``BatchOptions`` or a
-keyword of ``apply_files`` (``--share-axes`` <-> ``share_axes``), and its default is
+keyword of ``apply_files`` or ``preview`` (``--share-axes`` <-> ``share_axes``), and its default is
 read from there when it is first needed (a run, or ``--help``), never copied here.
 """
 
@@ -18,18 +19,21 @@ from dropout_core.params import ALPHA_PRIME, MODES, RNGS, VARIANTS
 
 @functools.cache
 def library_defaults() -> dict:
-    """Each library name's default: DropoutParams and BatchOptions fields, apply_files keywords."""
+    """Each library name's default: DropoutParams and BatchOptions fields, apply_files and
+    preview keywords."""
     import inspect
 
     from dropout_core import DropoutParams
     from dropout_core.batch import BatchOptions, apply_files
+    from dropout_core.preview import preview
 
     out = {}
     for f in dataclasses.fields(DropoutParams) + dataclasses.fields(BatchOptions):
         out[f.name] = f.default_factory() if f.default is dataclasses.MISSING else f.default
-    for name, p in inspect.signature(apply_files).parameters.items():
-        if p.kind is p.KEYWORD_ONLY:
-            out.setdefault(name, p.default)
+    for fn in (apply_files, preview):
+        for name, p in inspect.signature(fn).parameters.items():
+            if p.kind is p.KEYWORD_ONLY:
+                out.setdefault(name, p.default)
     return out
 
 
@@ -123,9 +127,12 @@ dropout_options = _bundle(
             help="default: counter-based, any split; torch: torch's CPU masks bit for bit."),
 )
 
+mask_in_option = _option(
+    "--mask-in", metavar="PATH",
+    help="Replay a saved keep mask instead of drawing (p: the recorded one, or -p).")
+
 mask_options = _bundle(
-    _option("--mask-in", metavar="PATH",
-            help="Replay a saved keep mask instead of drawing (p: the recorded one, or -p)."),
+    mask_in_option,
     _option("--mask-out", metavar="PATH",
             help="Save the keep mask (bool; .npy, .npz or .safetensors, which also records "
                  "p)."),
@@ -155,4 +162,13 @@ run_options = _bundle(
     _option("--dry-run", is_flag=True,
             help="Check everything and print what would be written; write nothing."),
     click.option("-q", "--quiet", is_flag=True, help="No summary or progress on stderr."),
+)
+
+preview_options = _bundle(
+    click.option("-o", "--output", metavar="PATH", required=True,
+                 help="The PNG to write (named .png)."),
+    _option("--force", is_flag=True, help="Replace an existing output file."),
+    _option("--max-images", type=click.IntRange(min=1),
+            help="Samples, and channels, drawn per tensor."),
+    click.option("-q", "--quiet", is_flag=True, help="No summary on stderr."),
 )

@@ -36,6 +36,7 @@ _EXPORTS = {
     "load_tensors": "files",
     "map_files": "batch",
     "new_seed": "seeds",
+    "preview": "preview",
     "run_header": "stats",
     "save_tensors": "files",
     "threshold": "streams.default",

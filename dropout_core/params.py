@@ -43,6 +43,7 @@ _SAY = {
     "stats": ("stats", "--stats"),
     "stats_stdout": ("stats='-'", "--stats -"),
     "key": ("key", "--key"),
+    "max_images": ("max_images", "--max-images"),
 }
 
 

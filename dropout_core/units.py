@@ -160,40 +160,52 @@ def as_slices(location: tuple, block_shape: tuple[int, ...]) -> tuple[slice, ...
 
 
 def keep_block(src, ushape: tuple[int, ...], location: tuple[slice, ...]) -> np.ndarray:
-    """Keep bits for the sub-block ``location`` of a unit array of shape ``ushape``.
+    """Keep bits for the sub-block ``location`` of a unit array of shape ``ushape``."""
+    return gather_block(src.keep, ushape, location, bool)
 
-    A block's flat C-order indices are not contiguous: it is a set of runs, one
-    per index of its leading axes.  Runs that lie close together are drawn as
-    one span of the stream and gathered, so narrow blocks do not pay the
-    stream's set-up cost once per row.
+
+def gather_block(fetch, shape: tuple[int, ...], location: tuple[slice, ...],
+                 dtype=bool) -> np.ndarray:
+    """The sub-block ``location`` of a flat C-order sequence of ``shape``, of ``dtype``.
+
+    ``fetch(start, stop)`` returns elements ``[start, stop)`` (keep bits of a
+    stream, or values of a file); it is called with increasing, non-overlapping
+    ranges, so a source that only moves forward can serve it.  A block's flat
+    C-order indices are not contiguous: it is a set of runs, one per index of
+    its leading axes.  Runs that lie close together are fetched as one span and
+    gathered, so narrow blocks do not pay the source's set-up cost once per row.
+
+    >>> gather_block(lambda a, b: np.arange(a, b), (3, 4), (slice(1, 3), slice(1, 3)), int)
+    array([[ 5,  6],
+           [ 9, 10]])
     """
     bshape = tuple(sl.stop - sl.start for sl in location)
-    if any(s.start < 0 or s.stop > d for s, d in zip(location, ushape, strict=True)):
-        raise UsageError(f"block {location!r} lies outside the shape {list(ushape)}")
+    if any(s.start < 0 or s.stop > d for s, d in zip(location, shape, strict=True)):
+        raise UsageError(f"block {location!r} lies outside the shape {list(shape)}")
     n = math.prod(bshape)
     if n == 0:
-        return np.ones(bshape, dtype=bool)
-    ndim = len(ushape)
+        return np.ones(bshape, dtype=dtype)
+    ndim = len(shape)
     # Axis m: the outermost axis after which the block spans whole axes; one run per
     # index of the axes before m, each run (width on m) * (everything after m) units long.
     m = ndim
-    while m > 0 and bshape[m - 1] == ushape[m - 1]:
+    while m > 0 and bshape[m - 1] == shape[m - 1]:
         m -= 1
     if m == 0:  # the block is the whole array
-        return src.keep(0, n).reshape(bshape)
+        return fetch(0, n).reshape(bshape)
     m -= 1
-    tail = math.prod(ushape[m + 1:])
+    tail = math.prod(shape[m + 1:])
     run = bshape[m] * tail
-    strides = [math.prod(ushape[k + 1:]) for k in range(ndim)]
+    strides = [math.prod(shape[k + 1:]) for k in range(ndim)]
     starts = np.full((1,), location[m].start * strides[m], dtype=np.int64)
     for k in range(m - 1, -1, -1):  # build the run starts, outer axes varying slowest
         offs = (np.arange(location[k].start, location[k].stop, dtype=np.int64) * strides[k])
         starts = (offs[:, None] + starts[None, :]).reshape(-1)
     if starts.size == 1:
-        return src.keep(int(starts[0]), int(starts[0]) + run).reshape(bshape)
-    out = np.empty((starts.size, run), dtype=bool)
+        return fetch(int(starts[0]), int(starts[0]) + run).reshape(bshape)
+    out = np.empty((starts.size, run), dtype=dtype)
     # Group runs: a new group where the gap to the previous run is long, or the span would grow
-    # past SPAN units; each group is one stream call, gathered.
+    # past SPAN units; each group is one fetch, gathered.
     gaps = starts[1:] - starts[:-1] - run
     new = np.concatenate(([True], gaps > GAP))
     group = np.cumsum(new) - 1
@@ -204,9 +216,9 @@ def keep_block(src, ushape: tuple[int, ...], location: tuple[slice, ...]) -> np.
     for a, b in zip(bounds[:-1], bounds[1:], strict=True):
         s0, s1 = int(starts[a]), int(starts[b - 1]) + run
         if b - a == 1:
-            out[a] = src.keep(s0, s1)
+            out[a] = fetch(s0, s1)
             continue
-        span = src.keep(s0, s1)
+        span = fetch(s0, s1)
         idx = (starts[a:b] - s0)[:, None] + np.arange(run, dtype=np.int64)[None, :]
         out[a:b] = span[idx]
     return out.reshape(bshape)

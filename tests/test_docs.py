@@ -45,8 +45,8 @@ def test_readme_example_output_is_what_the_tool_prints(tmp_path, run_cli):
 def test_readme_set_up_commands_are_the_ci_commands():
     with open(os.path.join(ROOT, ".ci", "run")) as f:
         ci = f.read()
-    assert "pip install --quiet '.[test,dask]'" in ci and ".venv/bin/python -m pytest" in ci
-    assert ".venv/bin/pip install '.[test,dask]' && .venv/bin/python -m pytest" in README
+    assert "pip install --quiet '.[test,dask,preview]'" in ci and ".venv/bin/python -m pytest" in ci
+    assert ".venv/bin/pip install '.[test,dask,preview]' && .venv/bin/python -m pytest" in README
 
 
 def _readme_apply_table() -> dict[str, str]:

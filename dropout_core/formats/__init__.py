@@ -15,6 +15,8 @@ Each format module offers the same small set of names:
 * ``visit_order(tensors, serial)``: the order a run processes the tensors in;
 * ``reader(fd, tf, tensor, take)``: ``(read(start, stop, slab), sliced)``, the
   tensor's elements chunk by chunk in C order;
+* ``SEQUENTIAL`` (optional, default False): True when ``read`` serves chunks
+  only front to back, in increasing order (a deflated archive member);
 * ``writer(sink, entries, metadata, like)``: an object with ``begin()``,
   ``write(name, start, data)``, ``end_tensor(name)``, ``copy(name, fd, info)``
   and ``finish()``.

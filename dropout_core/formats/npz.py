@@ -28,6 +28,7 @@ EXTENSIONS = (".npz",)
 NAMED = True
 MAX_TENSORS = None
 METADATA = False
+SEQUENTIAL = True  # the reader serves a member front to back (it may be deflated)
 SUFFIX = ".npy"  # a member NAME.npy is the tensor NAME, as in np.load(f).files
 _MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a first member, or the end record of an empty archive
 _NPY_PROBE = 12  # bytes that hold a .npy header's magic, version and length in every version
