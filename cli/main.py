@@ -22,6 +22,7 @@ from .options import (
     mask_options,
     output_options,
     preview_options,
+    preview_selection_options,
     run_options,
     selection_options,
 )
@@ -182,7 +183,7 @@ class _Progress:
 @preview_options
 @dropout_options
 @mask_in_option
-@selection_options
+@preview_selection_options
 @click.pass_context
 def preview(ctx: click.Context, input: str, quiet: bool, **kwargs) -> None:
     """Draw what apply would do to INPUT (.npy, .safetensors or .npz): for each chosen
@@ -199,7 +200,7 @@ def preview(ctx: click.Context, input: str, quiet: bool, **kwargs) -> None:
       tensor-dropout preview model.safetensors -o w.png --tensor 'encoder.*' --seed 1
     """
     from dropout_core.errors import escape_name
-    from dropout_core.preview import preview as draw
+    from dropout_core.previews import preview as draw
 
     params = _params(ctx, kwargs)
     shown = draw(input, params=params, **kwargs)

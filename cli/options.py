@@ -25,7 +25,7 @@ def library_defaults() -> dict:
 
     from dropout_core import DropoutParams
     from dropout_core.batch import BatchOptions, apply_files
-    from dropout_core.preview import preview
+    from dropout_core.previews import preview
 
     out = {}
     for f in dataclasses.fields(DropoutParams) + dataclasses.fields(BatchOptions):
@@ -138,12 +138,19 @@ mask_options = _bundle(
                  "p)."),
 )
 
-selection_options = _bundle(
-    _option("--tensor", "tensors", multiple=True, metavar="GLOB", show_default="all",
-            help="Process only matching tensors (repeatable); others are copied."),
-    _option("--exclude", multiple=True, metavar="GLOB", show_default="none",
-            help="Copy matching tensors unchanged (repeatable)."),
-)
+def _selection(verb: str, tensor_others: str, excluded: str) -> Callable:
+    return _bundle(
+        _option("--tensor", "tensors", multiple=True, metavar="GLOB", show_default="all",
+                help=f"{verb} only matching tensors (repeatable); {tensor_others}."),
+        _option("--exclude", multiple=True, metavar="GLOB", show_default="none",
+                help=f"{excluded} (repeatable)."),
+    )
+
+
+selection_options = _selection("Process", "others are copied",
+                               "Copy matching tensors unchanged")
+preview_selection_options = _selection("Draw", "others are left out",
+                                       "Leave matching tensors out of the picture")
 
 run_options = _bundle(
     _option("-j", "--jobs", type=click.IntRange(min=1),

@@ -36,7 +36,7 @@ _EXPORTS = {
     "load_tensors": "files",
     "map_files": "batch",
     "new_seed": "seeds",
-    "preview": "preview",
+    "preview": "previews",
     "run_header": "stats",
     "save_tensors": "files",
     "threshold": "streams.default",

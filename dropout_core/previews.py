@@ -27,7 +27,6 @@ show their magnitude.  The keep mask is drawn in ``KEPT`` and ``DROPPED``.
 from __future__ import annotations
 
 import os
-import sys
 import types
 from dataclasses import dataclass, field
 
@@ -507,13 +506,4 @@ def _range(r: tuple[float, float]) -> str:
     return f"black {r[0]:.3g}, white {r[1]:.3g}"
 
 
-class _Module(types.ModuleType):
-    """``dropout_core.preview`` is this module once anything imports it (the import system
-    sets the package's attribute), and the function before: both call the same way."""
-
-    def __call__(self, *args, **kwargs) -> Preview:
-        return preview(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _Module
 __all__ = ["Layout", "Preview", "PreviewRow", "grey", "layout", "preview", "read_block"]
