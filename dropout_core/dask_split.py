@@ -242,8 +242,10 @@ def _mask_units(p: Piece, fside: int) -> int:
 
 
 def digest_tensor(out: str, out_off: int, dtype: np.dtype, shape: tuple[int, ...],
-                  side: str, mask_off: int | None, units: int) -> tuple[str, str | None]:
-    """One task per tensor, after its pieces: (output digest, mask digest or None).
+                  side: str, mask_off: int | None, units: int,
+                  *after) -> tuple[str, str | None]:
+    """One task per tensor, after its pieces (``after``: their results, a dependency only):
+    (output digest, mask digest or None).
 
     SHA-256 is serial, so this is the part of a tensor that one worker does alone.
     """
@@ -373,7 +375,7 @@ def run_split(client, job: FileJob, *, split_size: int, chunk: int, threads: int
     layout = fmt.writer(None, entries, tf.metadata, like=tf)  # its header and offsets only
     size = max([len(layout.header)] + [layout.offsets[t.name] + t.nbytes for t in tf.tensors])
     src = os.path.abspath(tf.real_path)
-    futures: list = []
+    submitted: list = []
     with atomic_file(job.output) as (f, tmp), side_file(job.output) as side:
         tmp, side = os.path.abspath(tmp), os.path.abspath(side)
         f.truncate(size)
@@ -409,20 +411,20 @@ def run_split(client, job: FileJob, *, split_size: int, chunk: int, threads: int
             os.truncate(side, mask_pos)
             futures = client.map(run_piece, pieces, version=__version__, pure=False)
             size_of = {fut.key: p.nbytes for fut, p in zip(futures, pieces, strict=True)}
-            for fut in distributed.as_completed(futures, loop=client.loop):
-                if advance:
+            # each tensor's digest waits only for its own pieces: other tensors keep going
+            digests = [client.submit(digest_tensor, tmp, layout.offsets[t.name], t.dtype,
+                                     t.shape, side, masks.get(t.name),
+                                     job.plans[t.name].units if t.name in masks else 0,
+                                     *[fut for fut, p in zip(futures, pieces, strict=True)
+                                       if p.name == t.name], pure=False)
+                       for t in tf.tensors]
+            submitted = futures + digests
+            for fut in distributed.as_completed(submitted, loop=client.loop):
+                if advance and fut.key in size_of:
                     advance(size_of[fut.key])
                 if fut.status == "error":
                     fut.result()  # raises the task's error
             counts = client.gather(futures)
-            digests = client.map(
-                digest_tensor, [tmp] * len(tf.tensors),
-                [layout.offsets[t.name] for t in tf.tensors], [t.dtype for t in tf.tensors],
-                [t.shape for t in tf.tensors], [side] * len(tf.tensors),
-                [masks.get(t.name) for t in tf.tensors],
-                [job.plans[t.name].units if t.name in masks else 0 for t in tf.tensors],
-                pure=False)
-            futures += digests
             hashed = dict(zip((t.name for t in tf.tensors), client.gather(digests), strict=True))
         except distributed.KilledWorker as e:
             raise DropoutError(f"{tf.where()}: a Dask worker died while processing a part of "
@@ -431,7 +433,7 @@ def run_split(client, job: FileJob, *, split_size: int, chunk: int, threads: int
             raise DropoutError(f"{tf.where()}: a task was cancelled ({e}); the target is "
                                "unchanged") from None
         finally:
-            pending = [fut for fut in futures if not fut.done()]
+            pending = [fut for fut in submitted if not fut.done()]
             if pending:
                 client.cancel(pending)
     results = _entries(job, pieces, counts, hashed)
