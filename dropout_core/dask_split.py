@@ -193,6 +193,18 @@ def run_piece(piece: Piece, version: str) -> tuple[int, int]:
                 os.close(fd)
 
 
+def run_pieces(pieces: list[Piece], version: str) -> list[tuple[int, int]]:
+    """One task: a few pieces (many small tensors share a task, as a large one's range has
+    one to itself); ``run_piece``'s result for each."""
+    return [run_piece(p, version) for p in pieces]
+
+
+def digest_tensors(specs: list[tuple], *after) -> list[tuple[str, str | None]]:
+    """One task: ``digest_tensor`` of a few tensors, after the tasks that wrote them
+    (``after``: their results, a dependency only)."""
+    return [digest_tensor(*spec) for spec in specs]
+
+
 def _drop_range(p: Piece, fin: int, fout: int, bits: _Bits | None) -> tuple[int, int]:
     """Elements [start, stop) of a tensor whose units are its elements, through the engine."""
     n, item = p.stop - p.start, p.dtype.itemsize
@@ -242,10 +254,8 @@ def _mask_units(p: Piece, fside: int) -> int:
 
 
 def digest_tensor(out: str, out_off: int, dtype: np.dtype, shape: tuple[int, ...],
-                  side: str, mask_off: int | None, units: int,
-                  *after) -> tuple[str, str | None]:
-    """One task per tensor, after its pieces (``after``: their results, a dependency only):
-    (output digest, mask digest or None).
+                  side: str, mask_off: int | None, units: int) -> tuple[str, str | None]:
+    """A tensor's (output digest, mask digest or None), from what its pieces wrote.
 
     SHA-256 is serial, so this is the part of a tensor that one worker does alone.
     """
@@ -326,7 +336,7 @@ def _sources(client, job: FileJob, per: int) -> dict[str, object]:
     for name, plan in job.plans.items():
         if plan.identity:
             continue
-        if plan.params.stream != "exact":
+        if plan.params.stream != "exact" or plan.units <= per:  # (one range: find it here)
             sources[name] = plan.params.stream_module().source(
                 plan.params, plan.seed, plan.file, plan.tensor, plan.units, None)
             continue
@@ -409,23 +419,34 @@ def run_split(client, job: FileJob, *, split_size: int, chunk: int, threads: int
                                      **base) for a, b in _ranges(t.numel, per)]
                 mask_pos += (plan.units + 7) // 8
             os.truncate(side, mask_pos)
-            futures = client.map(run_piece, pieces, version=__version__, pure=False)
-            size_of = {fut.key: p.nbytes for fut, p in zip(futures, pieces, strict=True)}
-            # each tensor's digest waits only for its own pieces: other tensors keep going
-            digests = [client.submit(digest_tensor, tmp, layout.offsets[t.name], t.dtype,
-                                     t.shape, side, masks.get(t.name),
-                                     job.plans[t.name].units if t.name in masks else 0,
-                                     *[fut for fut, p in zip(futures, pieces, strict=True)
-                                       if p.name == t.name], pure=False)
-                       for t in tf.tensors]
+            groups = _groups(pieces, split_size, lambda p: p.nbytes or
+                             (p.stop - p.start) // 8)
+            futures = client.map(run_pieces, groups, version=__version__, pure=False)
+            size_of = {fut.key: sum(p.nbytes for p in g)
+                       for fut, g in zip(futures, groups, strict=True)}
+            writers: dict[str, list] = {}  # tensor -> the tasks that write it
+            for fut, g in zip(futures, groups, strict=True):
+                for p in g:
+                    if fut not in writers.setdefault(p.name, []):
+                        writers[p.name].append(fut)
+            # each group of tensors' digests waits only for its own writers: other tensors
+            # keep going
+            hashing = _groups(list(tf.tensors), split_size, lambda t: t.nbytes)
+            digests = [client.submit(
+                digest_tensors,
+                [(tmp, layout.offsets[t.name], t.dtype, t.shape, side, masks.get(t.name),
+                  job.plans[t.name].units if t.name in masks else 0) for t in ts],
+                *dict.fromkeys(f for t in ts for f in writers[t.name]), pure=False)
+                for ts in hashing]
             submitted = futures + digests
             for fut in distributed.as_completed(submitted, loop=client.loop):
                 if advance and fut.key in size_of:
                     advance(size_of[fut.key])
                 if fut.status == "error":
                     fut.result()  # raises the task's error
-            counts = client.gather(futures)
-            hashed = dict(zip((t.name for t in tf.tensors), client.gather(digests), strict=True))
+            counts = [c for cs in client.gather(futures) for c in cs]
+            hashed = dict(zip((t.name for t in tf.tensors),
+                              (h for hs in client.gather(digests) for h in hs), strict=True))
         except distributed.KilledWorker as e:
             raise DropoutError(f"{tf.where()}: a Dask worker died while processing a part of "
                                f"the file ({e}); the target is unchanged") from None
@@ -438,6 +459,18 @@ def run_split(client, job: FileJob, *, split_size: int, chunk: int, threads: int
                 client.cancel(pending)
     results = _entries(job, pieces, counts, hashed)
     return file_doc(job, results)
+
+
+def _groups(items: list, split_size: int, size: Callable) -> list[list]:
+    """Consecutive items in groups of about ``split_size`` bytes (at least one item each)."""
+    groups, load = [[]], 0
+    for item in items:
+        if groups[-1] and load + size(item) > split_size:
+            groups.append([])
+            load = 0
+        groups[-1].append(item)
+        load += size(item)
+    return groups if groups[0] else []
 
 
 def _per(split_size: int, itemsize: int) -> int:

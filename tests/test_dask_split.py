@@ -240,3 +240,19 @@ def test_split_size_without_a_scheduler_is_a_usage_error(tmp_path, run_cli):
     assert err == ("Error: --dask-split-size says how a file is split across a Dask cluster; "
                    "give --dask-scheduler too\n")
     assert not (tmp_path / "o.npy").exists()
+
+
+def test_small_tensors_share_tasks(client, tmp_path):
+    from distributed import get_task_stream
+
+    rng = np.random.default_rng(3)
+    src = write_safetensors(tmp_path / "many.safetensors", {
+        f"layer{k}.w": rng.standard_normal(100).astype(np.float32) for k in range(40)})
+    with get_task_stream(client=client) as stream:
+        local, local_doc, split, split_doc = _pair(tmp_path, src, client, 2000,
+                                                   DropoutParams(p=0.4))
+    assert split == local and split_doc == local_doc
+    keys = [str(t["key"]) for t in stream.data]
+    # 400 bytes a tensor: five tensors to a task of 2000 bytes, for the ranges and the digests
+    assert sum("run_pieces" in k for k in keys) == 8
+    assert sum("digest_tensors" in k for k in keys) == 8
