@@ -158,6 +158,10 @@ run_options = _bundle(
     _option("--dask-scheduler", metavar="ADDRESS",
             help="Process the files on this running Dask scheduler, e.g. tcp://host:8786 "
                  "(same results; needs the dask extra and files the workers can see)."),
+    _option("--dask-split-size", type=click.IntRange(min=1), metavar="BYTES",
+            show_default="67108864 (64 MiB)",
+            help="With --dask-scheduler: a file larger than this is split into tasks of "
+                 "about this many bytes, spread over the workers (same results)."),
     _option("--chunk-size", type=click.IntRange(min=1),
             help="Elements per chunk: memory use only, never the result."),
     _option("--threads", type=click.IntRange(min=1), show_default="the usable cores",

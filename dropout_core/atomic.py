@@ -218,6 +218,33 @@ def atomic_write(path: str, *, mode_from: str | None = None,
     left as it was.  With ``group``, the sync and the replacement wait for the
     group's commit.
     """
+    with atomic_file(path, mode_from=mode_from, group=group) as (f, _):
+        yield f
+
+
+@contextlib.contextmanager
+def side_file(target: str) -> Iterator[str]:
+    """A hidden scratch file beside ``target`` (its path), removed at the end whatever happens."""
+    tmp = temp_name(resolve_target(target))
+    _LIVE.add(tmp)
+    try:
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except OSError as e:
+            raise DropoutError(f"{escape_name(target)}: cannot create a file in its directory: "
+                               f"{e.strerror}") from None
+        yield tmp
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        _LIVE.discard(tmp)
+
+
+@contextlib.contextmanager
+def atomic_file(path: str, *, mode_from: str | None = None,
+                group: CommitGroup | None = None) -> Iterator[tuple[BinaryIO, str]]:
+    """``atomic_write``, also naming the temporary file: other processes that see the same
+    file system may write into it too (a file split over a Dask cluster)."""
     real = resolve_target(path)
     tmp = temp_name(real)
     shown = escape_name(path)
@@ -238,7 +265,7 @@ def atomic_write(path: str, *, mode_from: str | None = None,
                            f"{e.strerror}") from None
     f = os.fdopen(fd, "wb", buffering=0)
     try:
-        yield f
+        yield f, tmp
         f.flush()
         if owner is not None and hasattr(os, "fchown"):
             with contextlib.suppress(OSError):

@@ -72,6 +72,9 @@ class BatchOptions:
     key: str | None = None  # the file part of every stream key (default: each input's name)
     keep_going: bool = False  # a bad file is reported in the stats; the others still run
     dry_run: bool = False  # check and plan everything, write nothing
+    # bytes of a tensor per Dask task: a larger file is split across the cluster
+    # (None: dask_split.SPLIT_SIZE); only with a Dask scheduler
+    dask_split_size: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("mask_in", "mask_out", "stats"):
@@ -189,6 +192,16 @@ def apply_files(inputs: list[str], *, params: DropoutParams, seed: int | None = 
     if output == "-" and opts.stats == "-":
         raise UsageError(f"{say('output_stdout')} and {say('stats_stdout')} both want stdout; "
                          "write one to a file")
+    if opts.dask_split_size is not None:
+        from .dask_backend import DaskBag
+
+        size = opts.dask_split_size
+        if dask_scheduler is None or isinstance(dask_scheduler, DaskBag):
+            raise UsageError(f"{say('dask_split_size')} says how a file is split across a Dask "
+                             f"cluster; give {say('dask_scheduler')} too")
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise UsageError(f"{say('dask_split_size')} must be a positive number of bytes, "
+                             f"got {size!r}")
     if dask_scheduler is not None and ("-" in inputs or output == "-"):
         raise UsageError("Dask workers cannot read stdin or write stdout (-); give file "
                          f"paths, or run without {say('dask_scheduler')}")

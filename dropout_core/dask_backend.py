@@ -272,7 +272,23 @@ def run_jobs(work: list, opts, session,
         if progress:
             progress(sum(sizes), sum(sizes))
         return list(results)
-    return _run_futures(session, tasks, sizes, run, progress)
+    return _run_futures(session, work, tasks, sizes, run, opts, progress)
+
+
+def _split_or_not(work: list, split_size: int) -> list[bool]:
+    """Which files run split across the cluster: those larger than ``split_size`` that can.
+
+    A large file that cannot says why in its stats (``dask_split``).
+    """
+    from .dask_split import one_task_reason
+
+    split = []
+    for job in work:
+        reason = one_task_reason(job) if job.tf.size > split_size else None
+        if reason is not None:
+            job.extra["dask_split"] = reason
+        split.append(job.tf.size > split_size and reason is None)
+    return split
 
 
 def _portable(job) -> tuple:
@@ -347,18 +363,57 @@ def _timeout() -> float:
     return value
 
 
-def _run_futures(client, tasks, sizes, run: dict, progress) -> list[dict]:
+def _run_futures(client, work, tasks, sizes, run: dict, opts, progress) -> list[dict]:
+    """One task per small file, many per large file (``dask_split``); results in order."""
     distributed = _need("distributed")
-    futures = client.map(_remote_job, tasks, pure=False, **run)
-    size_of = {f.key: n for f, n in zip(futures, sizes, strict=True)}
-    try:
+    from .dask_split import SPLIT_SIZE
+
+    split_size = opts.dask_split_size or SPLIT_SIZE
+    split = _split_or_not(work, split_size)
+    whole = [k for k, s in enumerate(split) if not s]
+    futures = client.map(_remote_job, [tasks[k] for k in whole], pure=False, **run)
+    size_of = {f.key: sizes[k] for f, k in zip(futures, whole, strict=True)}
+    results: list = [None] * len(work)
+    done, total = 0, sum(sizes)
+
+    def advance(n: int) -> None:
+        nonlocal done
+        done += n
         if progress:
-            done, total = 0, sum(sizes)
-            for f in distributed.as_completed(futures):
-                done += size_of[f.key]
-                progress(done, total)
-        return client.gather(futures)
+            progress(min(done, total), total)
+
+    try:
+        for k in (k for k, s in enumerate(split) if s):  # one after another, every worker busy
+            results[k] = _split_one(client, work[k], split_size, opts, advance)
+        for f in distributed.as_completed(futures, loop=client.loop):
+            advance(size_of[f.key])
+        for k, r in zip(whole, client.gather(futures), strict=True):
+            results[k] = r
+        return results
     except distributed.KilledWorker as e:
         raise DropoutError(f"a Dask worker died while processing a file ({e})") from None
     finally:
         client.cancel([f for f in futures if not f.done()])
+
+
+def _split_one(client, job, split_size: int, opts, advance) -> dict:
+    from .dask_split import run_split
+    from .files import failure
+
+    start = job.tf.size
+    counted = 0
+
+    def step(n: int) -> None:
+        nonlocal counted
+        counted += n
+        advance(n)
+
+    try:
+        doc = run_split(client, job, split_size=split_size, chunk=opts.chunk_size,
+                        threads=opts.threads, advance=step)
+    except DropoutError as e:
+        if not opts.keep_going or e.exit_code != 1:
+            raise
+        doc = failure(job.tf.path, job.output, e)
+    advance(max(0, start - counted))  # the header and what was not counted
+    return doc

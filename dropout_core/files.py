@@ -293,13 +293,36 @@ def run_file(job: FileJob, *, chunk: int = CHUNK, threads: int | None = None,
                                     threads=threads, mask_sink=sink_for)
                     if mask_writer and plan.identity:
                         mask_writer.fill_identity(t.name)
-                results[t.name] = st.as_dict()
-                results[t.name]["output_digest"] = digest.hexdigest()
+                results[t.name] = tensor_entry(st, digest.hexdigest())
                 writer.end_tensor(t.name)
                 done += t.nbytes
             writer.finish()
         if mask_writer:
             mask_writer.finish()
+    return file_doc(job, results)
+
+
+def tensor_entry(st: TensorStats, output_digest: str, mask_digest: str | None = None) -> dict:
+    """One tensor's stats entry: its counts, and the digest of its output values.
+
+    ``mask_digest``: the digest when it was computed elsewhere (a split run hashes
+    the packed mask bits its tasks wrote), instead of ``st``'s own.
+    """
+    entry = st.as_dict()
+    if mask_digest is not None:
+        entry["mask_digest"] = mask_digest
+    entry["output_digest"] = output_digest
+    return entry
+
+
+def file_doc(job: FileJob, results: dict[str, dict]) -> dict:
+    """A file's stats document from its tensors' entries (``tensor_entry``), by name.
+
+    The one builder of the document, whichever way the file ran (here, in a
+    ``--jobs`` worker, or split over a Dask cluster), so every way reports the
+    same keys in the same order.
+    """
+    tf = job.tf
     per_tensor = [results[t.name] for t in tf.tensors]
     # entries that are not tensors were kept by the writer; listed, but never counted
     not_tensors = [{"name": o.name, "status": "skipped", "reason": "not a tensor"}

@@ -40,6 +40,7 @@ _SAY = {
     "repeat": ("repeat", "--repeat"),
     "jobs": ("jobs", "--jobs"),
     "dask_scheduler": ("dask_scheduler", "--dask-scheduler"),
+    "dask_split_size": ("dask_split_size", "--dask-split-size"),
     "stats": ("stats", "--stats"),
     "stats_stdout": ("stats='-'", "--stats -"),
     "key": ("key", "--key"),

@@ -37,6 +37,13 @@ class MaskDigest:
         self._h.update(np.packbits(keep[:whole], bitorder="little").tobytes())
         self._carry = keep[whole:].copy()
 
+    def update_packed(self, packed) -> None:
+        """Keep bits already packed (``np.packbits(keep, bitorder="little")``), at a multiple
+        of 8 units; only the last call may end in a zero-padded byte."""
+        if self._carry.size:
+            raise ValueError("packed bits must start at a multiple of 8 units")
+        self._h.update(memoryview(np.ascontiguousarray(packed, dtype=np.uint8)))
+
     def hexdigest(self) -> str:
         h = self._h.copy()
         if self._carry.size:

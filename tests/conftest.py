@@ -1,4 +1,4 @@
-"""Shared test helpers: binomial bounds, file writers, and a CLI runner."""
+"""Shared test helpers: binomial bounds, file writers, a CLI runner, and one Dask cluster."""
 
 from __future__ import annotations
 
@@ -66,3 +66,23 @@ def run_cli():
         return code, stdout, stderr.decode()
 
     return run
+
+
+@pytest.fixture(scope="session")
+def cluster():
+    """A real LocalCluster, two worker processes of one thread, shared by every Dask test."""
+    distributed = pytest.importorskip("distributed")
+    pytest.importorskip("dask.array")
+    # Port 0 everywhere: another run of the suite on this machine may hold 8787.
+    with distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
+                                  dashboard_address=":0") as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+def client(cluster):
+    import distributed
+
+    with distributed.Client(cluster, set_as_default=False) as c:
+        c.wait_for_workers(2, timeout=60)
+        yield c

@@ -137,25 +137,6 @@ def test_library_imports_without_dask():
 # --------------------------------------------------------------- the cluster
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    distributed = pytest.importorskip("distributed")
-    pytest.importorskip("dask.array")
-    # Port 0 everywhere: another run of the suite on this machine may hold 8787.
-    with distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
-                                  dashboard_address=":0") as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
-def client(cluster):
-    import distributed
-
-    with distributed.Client(cluster, set_as_default=False) as c:
-        c.wait_for_workers(2, timeout=60)
-        yield c
-
-
 def _dask_dropout(arr, chunks, **kw):
     import dask.array as da
 

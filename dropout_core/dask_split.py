@@ -1,0 +1,503 @@
+"""One large file across a Dask cluster: tasks by tensor and by ranges within a tensor.
+
+``run_split(client, job, ...)`` runs one planned file (``files.FileJob``) as many
+tasks.  The client creates a pre-sized temporary output file beside the target
+and writes its header; each task reads its own byte range of the input and
+writes its own byte range of that file, and the packed keep bits of its units
+into a scratch file beside it (ranges start at multiples of 8 units, so bits
+pack into whole bytes).  One task per tensor then hashes the tensor's output
+values and its packed mask in order: the digests of the whole tensor, as a
+local run computes them.  The client moves the output into place only after
+every task succeeded and the file is durable; any failure removes both files
+and leaves the target as it was.  Workers and client must see the same files
+under the same paths (a shared file system): a probe asks every worker first.
+
+What a stream or format cannot split runs as one task (``one_task_reason``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from .atomic import atomic_file, side_file
+from .dtypes import dtype_label
+from .engine import run_tensor
+from .errors import DropoutError, escape_name
+from .files import FileJob, file_doc, tensor_entry
+from .formats import Entry, format_module
+from .formats.base import read_exact
+from .kernel import kernel_for
+from .plan import TensorPlan
+from .stats import ContentDigest, MaskDigest, TensorStats
+from .streams import exact
+from .units import broadcast_keep, slab_chunks
+
+SPLIT_SIZE = 64 << 20  # bytes of a tensor per task (chosen by benchmarks/bench_dask_split.py)
+SPLIT_FORMATS = ("npy", "safetensors")  # raw bytes at fixed offsets: any range is writable
+
+
+def one_task_reason(job: FileJob) -> str | None:
+    """Why this planned file must run as one task (the stats' ``dask_split``), or None."""
+    tf, params = job.tf, job.params
+    say = params.say
+    drawn = [p for p in job.plans.values() if not p.identity]
+    if tf.format not in SPLIT_FORMATS:
+        return (f"one task: a .{tf.format} archive's members are written one after another, "
+                "each with a checksum of all its bytes")
+    if job.mask_out:
+        return f"one task: {say('mask_out')} writes its mask file in one pass"
+    if any(p.replayed for p in drawn):
+        return f"one task: {say('mask_in')} replays a mask that is held in memory"
+    if params.rng == "torch" and drawn:
+        return (f"one task: {say('rng_torch')} is a serial stream (each decision depends on "
+                "every draw before it)")
+    if any(t.fortran_order for t in tf.tensors):
+        return "one task: a Fortran-order .npy is reordered into C order as a whole"
+    return None
+
+
+# --------------------------------------------------------------------------- the tasks
+
+
+@dataclass(frozen=True)
+class Piece:
+    """One task's share of a tensor: elements (or, for ``kind="mask"``, units) [start, stop).
+
+    ``kind``: "copy" (bytes unchanged), "drop" (values, and with ``mask_off`` the
+    packed keep bits of the same units), "mask" (only the packed keep bits of a
+    broadcast mask's units).
+    """
+
+    kind: str
+    src: str
+    out: str
+    side: str
+    name: str
+    in_off: int
+    out_off: int
+    dtype: np.dtype
+    shape: tuple[int, ...]
+    start: int
+    stop: int
+    plan: TensorPlan | None = None  # with its keep source
+    mask_off: int | None = None  # byte offset of the tensor's unit 0 in the side file
+    chunk: int = 1 << 20
+    threads: int | None = None
+
+    @property
+    def nbytes(self) -> int:
+        return (self.stop - self.start) * (self.dtype.itemsize if self.kind != "mask" else 0)
+
+
+class _Shifted:
+    """A keep source seen from unit ``base`` on: a range of a tensor as a tensor of its own."""
+
+    serial = False
+
+    def __init__(self, src, base: int) -> None:
+        self.src, self.base = src, base
+
+    def keep(self, u0: int, u1: int, out: np.ndarray | None = None) -> np.ndarray:
+        return self.src.keep(self.base + u0, self.base + u1, out=out)
+
+
+class _Bits:
+    """Keep bits in unit order, packed 8 to a byte and written at their place in a file."""
+
+    def __init__(self, fd: int, offset: int, first_unit: int) -> None:
+        self.fd, self.pos = fd, offset + first_unit // 8
+        self.carry = np.zeros(0, dtype=bool)
+
+    def put(self, _u0: int, keep: np.ndarray) -> None:
+        if self.carry.size:
+            keep = np.concatenate([self.carry, keep])
+        whole = keep.size - keep.size % 8
+        self._write(np.packbits(keep[:whole], bitorder="little"))
+        self.carry = keep[whole:].copy()
+
+    def close(self) -> None:
+        if self.carry.size:  # the tensor's last byte: zero-padded, as MaskDigest pads
+            self._write(np.packbits(self.carry, bitorder="little"))
+
+    def _write(self, data: np.ndarray) -> None:
+        view = memoryview(data)
+        done = 0
+        while done < len(view):
+            done += os.pwrite(self.fd, view[done:], self.pos + done)
+        self.pos += len(view)
+
+
+def _open(path: str, flags: int) -> int:
+    try:
+        return os.open(path, flags)
+    except OSError as e:
+        raise DropoutError(f"{escape_name(path)}: cannot open on this Dask worker: "
+                           f"{e.strerror}") from None
+
+
+def _pwrite(fd: int, pos: int, data: np.ndarray) -> None:
+    view = memoryview(np.ascontiguousarray(data).reshape(-1).view(np.uint8))
+    done = 0
+    while done < len(view):
+        done += os.pwrite(fd, view[done:done + (256 << 10)], pos + done)
+
+
+def run_piece(piece: Piece, version: str) -> tuple[int, int]:
+    """One task, on a worker: its range of the input into its range of the output.
+
+    Returns (dropped units, overflow).  Writes only into files that exist (never
+    makes a file: after a failure the client has removed them).
+    """
+    from . import __version__
+
+    if version != __version__:
+        raise DropoutError(f"this Dask worker runs tensor-dropout {__version__}, the client "
+                           f"{version}; install the same version everywhere")
+    p = piece
+    item = p.dtype.itemsize
+    fin = _open(p.src, os.O_RDONLY)
+    fout = _open(p.side if p.kind == "mask" else p.out, os.O_WRONLY)
+    fbits = None
+    try:
+        if p.kind == "copy":
+            step = max(1, (16 << 20) // max(1, item))
+            for s in range(p.start, p.stop, step):
+                buf = np.empty(min(step, p.stop - s), dtype=p.dtype)
+                read_exact(fin, p.in_off + s * item, buf)
+                _pwrite(fout, p.out_off + s * item, buf)
+            result = (0, 0)
+        elif p.kind == "mask":
+            result = (_mask_units(p, fout), 0)
+        elif p.plan.broadcast:
+            result = (0, _drop_slabs(p, fin, fout))
+        else:
+            bits = None
+            if p.mask_off is not None:
+                fbits = _open(p.side, os.O_WRONLY)
+                bits = _Bits(fbits, p.mask_off, p.start)
+            result = _drop_range(p, fin, fout, bits)
+            if bits is not None:
+                bits.close()
+        os.fsync(fout)  # this worker's writes are durable before the client renames
+        if fbits is not None:
+            os.fsync(fbits)
+        return result
+    finally:
+        for fd in (fin, fout, fbits):
+            if fd is not None:
+                os.close(fd)
+
+
+def run_pieces(pieces: list[Piece], version: str) -> list[tuple[int, int]]:
+    """One task: a few pieces (many small tensors share a task, as a large one's range has
+    one to itself); ``run_piece``'s result for each."""
+    return [run_piece(p, version) for p in pieces]
+
+
+def digest_tensors(specs: list[tuple], *after) -> list[tuple[str, str | None]]:
+    """One task: ``digest_tensor`` of a few tensors, after the tasks that wrote them
+    (``after``: their results, a dependency only)."""
+    return [digest_tensor(*spec) for spec in specs]
+
+
+def _drop_range(p: Piece, fin: int, fout: int, bits: _Bits | None) -> tuple[int, int]:
+    """Elements [start, stop) of a tensor whose units are its elements, through the engine."""
+    n, item = p.stop - p.start, p.dtype.itemsize
+    sub = replace(p.plan, shape=(n,), mask_shape=(n,), source=_Shifted(p.plan.source, p.start))
+
+    def read(s: int, e: int, idx) -> np.ndarray:
+        buf = np.empty(e - s, dtype=p.dtype)
+        read_exact(fin, p.in_off + (p.start + s) * item, buf)
+        return buf
+
+    def write(s: int, out: np.ndarray, idx) -> None:
+        _pwrite(fout, p.out_off + (p.start + s) * item, out)
+
+    st = run_tensor(sub, read, write, chunk=p.chunk, threads=p.threads,
+                    mask_sink=None if bits is None else bits.put)
+    return st.dropped_units, st.overflow
+
+
+def _drop_slabs(p: Piece, fin: int, fout: int) -> int:
+    """The slabs in [start, stop) of a tensor with a broadcast mask (channel, shared axes)."""
+    plan, item = p.plan, p.dtype.itemsize
+    kernel = kernel_for(plan.values)
+    overflow = 0
+    for s, e, idx in slab_chunks(p.shape, p.chunk):
+        if s < p.start:
+            continue
+        if s >= p.stop:
+            break
+        x = np.empty(e - s, dtype=p.dtype)
+        read_exact(fin, p.in_off + s * item, x)
+        overflow += kernel.apply(x, broadcast_keep(plan.source, plan.mask_shape, p.shape, idx))
+        _pwrite(fout, p.out_off + s * item, x)
+    return overflow
+
+
+def _mask_units(p: Piece, fside: int) -> int:
+    """Units [start, stop) of a broadcast mask: packed keep bits, and how many are dropped."""
+    bits = _Bits(fside, p.mask_off, p.start)
+    step = max(8, p.chunk - p.chunk % 8)
+    dropped = 0
+    for u0 in range(p.start, p.stop, step):
+        keep = p.plan.source.keep(u0, min(p.stop, u0 + step))
+        dropped += keep.size - int(np.count_nonzero(keep))
+        bits.put(u0, keep)
+    bits.close()
+    return dropped
+
+
+def digest_tensor(out: str, out_off: int, dtype: np.dtype, shape: tuple[int, ...],
+                  side: str, mask_off: int | None, units: int) -> tuple[str, str | None]:
+    """A tensor's (output digest, mask digest or None), from what its pieces wrote.
+
+    SHA-256 is serial, so this is the part of a tensor that one worker does alone.
+    """
+    content = ContentDigest(dtype, shape)
+    n = math.prod(shape)
+    step = max(1, (16 << 20) // dtype.itemsize)
+    fd = _open(out, os.O_RDONLY)
+    try:
+        for s in range(0, n, step):
+            buf = np.empty(min(step, n - s), dtype=dtype)
+            read_exact(fd, out_off + s * dtype.itemsize, buf)
+            content.update(buf)
+    finally:
+        os.close(fd)
+    if mask_off is None:
+        return content.hexdigest(), None
+    mask = MaskDigest()
+    size = (units + 7) // 8
+    fd = _open(side, os.O_RDONLY)
+    try:
+        for s in range(0, size, 16 << 20):
+            buf = np.empty(min(16 << 20, size - s), dtype=np.uint8)
+            read_exact(fd, mask_off + s, buf)
+            mask.update_packed(buf)
+    finally:
+        os.close(fd)
+    return content.hexdigest(), mask.hexdigest()
+
+
+def probe(paths: list[tuple[str, int]]) -> tuple[str, list[str]]:
+    """Run on every worker: its tensor-dropout version, and the paths it cannot use."""
+    from . import __version__
+
+    return __version__, [path for path, mode in paths if not os.access(path, mode)]
+
+
+# --------------------------------------------------------------------------- the client
+
+
+def _ranges(n: int, per: int) -> list[tuple[int, int]]:
+    """[0, n) cut every ``per`` (a multiple of 8) elements or units."""
+    return [(s, min(n, s + per)) for s in range(0, n, per)] or [(0, 0)]
+
+
+def _slab_ranges(shape: tuple[int, ...], chunk: int, per: int) -> list[tuple[int, int]]:
+    """[0, numel) cut at slab edges (``slab_chunks``), about ``per`` elements each."""
+    cuts, last = [0], 0
+    for _, e, _ in slab_chunks(shape, chunk):
+        if e - cuts[-1] >= per:
+            cuts.append(e)
+        last = e
+    if cuts[-1] != last:
+        cuts.append(last)
+    return list(zip(cuts[:-1], cuts[1:], strict=True)) or [(0, 0)]
+
+
+def check_workers(client, paths: list[tuple[str, int]], shown: dict[str, str]) -> None:
+    """Every worker must see the input and the temporary files, and run our version."""
+    from . import __version__
+
+    for worker, (version, missing) in sorted(client.run(probe, paths).items()):
+        if version != __version__:
+            raise DropoutError(f"the Dask worker {worker} runs tensor-dropout {version}, the "
+                               f"client {__version__}; install the same version everywhere")
+        if missing:
+            path = missing[0]
+            seen = escape_name(shown[path]) + ("" if shown[path] == path else
+                                               f" ({escape_name(path)})")
+            raise DropoutError(
+                f"the Dask worker {worker} cannot see {seen}: splitting a file needs a file "
+                "system shared by this machine and every worker, under the same paths")
+
+
+def _sources(client, job: FileJob, per: int) -> dict[str, object]:
+    """Each drawing tensor's keep source; exact count's thresholds found by range tasks
+    (both passes of ``streams.exact`` run on the workers, one task per range of units)."""
+    sources, pending = {}, {}
+    for name, plan in job.plans.items():
+        if plan.identity:
+            continue
+        if plan.params.stream != "exact" or plan.units <= per:  # (one range: find it here)
+            sources[name] = plan.params.stream_module().source(
+                plan.params, plan.seed, plan.file, plan.tensor, plan.units, None)
+            continue
+        k = exact.exact_count(plan.params.p, plan.units)
+        settled, limit = exact.edge_limit(k, plan.units)
+        if not settled:
+            key = exact.stream_key(plan.seed, plan.file, plan.tensor)
+            pending[name] = (plan, k, key, _ranges(plan.units, per))
+        else:
+            sources[name] = exact.ExactCountStream.with_limit(
+                plan.seed, plan.file, plan.tensor, plan.units, plan.params.p, limit)
+    if not pending:
+        return sources
+    hists = {name: client.map(exact.histogram, [key] * len(r), [a for a, _ in r],
+                              [b for _, b in r], pure=False)
+             for name, (_, _, key, r) in pending.items()}
+    found = {}
+    for name, futs in hists.items():
+        _, k, key, r = pending[name]
+        hist = sum(client.gather(futs))
+        found[name] = exact.find_bucket(hist, k)
+    cands = {name: client.map(exact.candidates, [key] * len(r), [found[name][0]] * len(r),
+                              [a for a, _ in r], [b for _, b in r], pure=False)
+             for name, (_, _, key, r) in pending.items()}
+    for name, futs in cands.items():
+        plan, k, _, _ = pending[name]
+        parts = client.gather(futs)
+        keys = np.concatenate([a for a, _ in parts])
+        idx = np.concatenate([b for _, b in parts])
+        limit = exact.limit_of(keys, idx, k - found[name][1])
+        sources[name] = exact.ExactCountStream.with_limit(
+            plan.seed, plan.file, plan.tensor, plan.units, plan.params.p, limit)
+    return sources
+
+
+def run_split(client, job: FileJob, *, split_size: int, chunk: int, threads: int | None,
+              advance: Callable[[int], None] | None = None) -> dict:
+    """Run one planned file as tasks on ``client``'s cluster; returns its stats document,
+    equal to ``files.run_file``'s for the same job."""
+    from . import __version__
+
+    distributed = __import__("distributed")
+    tf = job.tf
+    fmt = format_module(tf.format)
+    entries = [Entry(t.name, t.dtype, t.shape) for t in tf.tensors]
+    layout = fmt.writer(None, entries, tf.metadata, like=tf)  # its header and offsets only
+    size = max([len(layout.header)] + [layout.offsets[t.name] + t.nbytes for t in tf.tensors])
+    src = os.path.abspath(tf.real_path)
+    submitted: list = []
+    with atomic_file(job.output) as (f, tmp), side_file(job.output) as side:
+        tmp, side = os.path.abspath(tmp), os.path.abspath(side)
+        f.truncate(size)
+        _pwrite(f.fileno(), 0, np.frombuffer(layout.header, dtype=np.uint8))
+        check_workers(client, [(src, os.R_OK), (tmp, os.W_OK), (side, os.W_OK)],
+                      {src: tf.path, tmp: job.output, side: job.output})
+        try:
+            pieces, masks = [], {}
+            mask_pos = 0
+            sources = _sources(client, job, _per(split_size, 1))
+            for t in tf.tensors:
+                plan = job.plans.get(t.name)
+                out_off = layout.offsets[t.name]
+                base = dict(src=src, out=tmp, side=side, name=t.name, in_off=t.offset,
+                            out_off=out_off, dtype=t.dtype, shape=t.shape, chunk=chunk,
+                            threads=threads)
+                per = _per(split_size, t.dtype.itemsize)
+                if plan is None or plan.identity:
+                    pieces += [Piece("copy", start=a, stop=b, **base)
+                               for a, b in _ranges(t.numel, per)]
+                    continue
+                bound = replace(plan, source=sources[t.name])
+                masks[t.name] = mask_pos
+                if bound.broadcast:
+                    pieces += [Piece("drop", start=a, stop=b, plan=bound, **base)
+                               for a, b in _slab_ranges(t.shape, chunk, per)]
+                    pieces += [Piece("mask", start=a, stop=b, plan=bound, mask_off=mask_pos,
+                                     **base) for a, b in _ranges(plan.units, _per(split_size, 1))]
+                else:
+                    pieces += [Piece("drop", start=a, stop=b, plan=bound, mask_off=mask_pos,
+                                     **base) for a, b in _ranges(t.numel, per)]
+                mask_pos += (plan.units + 7) // 8
+            os.truncate(side, mask_pos)
+            groups = _groups(pieces, split_size, lambda p: p.nbytes or
+                             (p.stop - p.start) // 8)
+            futures = client.map(run_pieces, groups, version=__version__, pure=False)
+            size_of = {fut.key: sum(p.nbytes for p in g)
+                       for fut, g in zip(futures, groups, strict=True)}
+            writers: dict[str, list] = {}  # tensor -> the tasks that write it
+            for fut, g in zip(futures, groups, strict=True):
+                for p in g:
+                    if fut not in writers.setdefault(p.name, []):
+                        writers[p.name].append(fut)
+            # each group of tensors' digests waits only for its own writers: other tensors
+            # keep going
+            hashing = _groups(list(tf.tensors), split_size, lambda t: t.nbytes)
+            digests = [client.submit(
+                digest_tensors,
+                [(tmp, layout.offsets[t.name], t.dtype, t.shape, side, masks.get(t.name),
+                  job.plans[t.name].units if t.name in masks else 0) for t in ts],
+                *dict.fromkeys(f for t in ts for f in writers[t.name]), pure=False)
+                for ts in hashing]
+            submitted = futures + digests
+            for fut in distributed.as_completed(submitted, loop=client.loop):
+                if advance and fut.key in size_of:
+                    advance(size_of[fut.key])
+                if fut.status == "error":
+                    fut.result()  # raises the task's error
+            counts = [c for cs in client.gather(futures) for c in cs]
+            hashed = dict(zip((t.name for t in tf.tensors),
+                              (h for hs in client.gather(digests) for h in hs), strict=True))
+        except distributed.KilledWorker as e:
+            raise DropoutError(f"{tf.where()}: a Dask worker died while processing a part of "
+                               f"the file ({e}); the target is unchanged") from None
+        except distributed.client.FutureCancelledError as e:
+            raise DropoutError(f"{tf.where()}: a task was cancelled ({e}); the target is "
+                               "unchanged") from None
+        finally:
+            pending = [fut for fut in submitted if not fut.done()]
+            if pending:
+                client.cancel(pending)
+    results = _entries(job, pieces, counts, hashed)
+    return file_doc(job, results)
+
+
+def _groups(items: list, split_size: int, size: Callable) -> list[list]:
+    """Consecutive items in groups of about ``split_size`` bytes (at least one item each)."""
+    groups, load = [[]], 0
+    for item in items:
+        if groups[-1] and load + size(item) > split_size:
+            groups.append([])
+            load = 0
+        groups[-1].append(item)
+        load += size(item)
+    return groups if groups[0] else []
+
+
+def _per(split_size: int, itemsize: int) -> int:
+    """Elements (units, for itemsize 1) per task: about ``split_size`` bytes, a multiple of 8."""
+    return max(8, split_size // max(1, itemsize) // 8 * 8)
+
+
+def _entries(job: FileJob, pieces: list[Piece], counts: list[tuple[int, int]],
+             hashed: dict[str, tuple[str, str | None]]) -> dict[str, dict]:
+    """Each tensor's stats entry from its pieces' counts and its digests."""
+    dropped: dict[str, int] = {}
+    overflow: dict[str, int] = {}
+    for p, (d, o) in zip(pieces, counts, strict=True):
+        dropped[p.name] = dropped.get(p.name, 0) + d
+        overflow[p.name] = overflow.get(p.name, 0) + o
+    results = {}
+    for t in job.tf.tensors:
+        plan = job.plans.get(t.name)
+        out_digest, mask_digest = hashed[t.name]
+        st = TensorStats(t.name, dtype_label(t.dtype), t.shape,
+                         None if plan is None else plan.mask_shape)
+        if plan is None:
+            st.status = "skipped"
+        elif plan.identity:
+            st.extra.update({"scale": 1.0, "mode": plan.params.mode})
+        else:
+            st.extra.update(plan.values.summary())
+            st.dropped_units, st.overflow = dropped[t.name], overflow[t.name]
+        results[t.name] = tensor_entry(st, out_digest, mask_digest)
+    return results

@@ -1,0 +1,258 @@
+"""Issue 15: one large file split across a Dask cluster, with the bytes and stats of one process.
+
+The cluster is the suite's real LocalCluster (two worker processes, conftest.py).
+Files are small and split sizes smaller still, so one file becomes many tasks.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+
+import ml_dtypes
+import numpy as np
+import pytest
+from conftest import write_npy, write_safetensors
+
+from dropout_core import DropoutError, DropoutParams
+from dropout_core.atomic import TEMP_MARK
+from dropout_core.batch import BatchOptions, apply_files
+
+pytestmark = pytest.mark.dask
+
+SHAPE = (9, 6, 101)  # rows of 101 start at every offset in the stream's 8-unit words
+VARIANTS = {
+    "element": {},
+    "channel": {"variant": "channel"},
+    "share-axes": {"share_axes": (0, 2)},
+    "exact-count": {"exact_count": True, "p": 0.3},
+    "alpha-no-scale": {"variant": "alpha", "scale": False},
+}
+
+
+def _data(shape, dtype, seed=0) -> np.ndarray:
+    x = np.random.default_rng(seed).standard_normal(shape) * 4
+    x.reshape(-1)[5::13] = float(ml_dtypes.finfo(dtype).max) * 0.75  # kept: overflows
+    x.reshape(-1)[::11] = np.inf
+    return x.astype(dtype)
+
+
+def _make(tmp_path, fmt: str, dtype) -> str:
+    x = _data(SHAPE, dtype)
+    if fmt == "npy":
+        return write_npy(tmp_path / "big.npy", x)
+    return write_safetensors(tmp_path / "big.safetensors", {
+        "enc.w": x, "ids": np.arange(300, dtype=np.int64), "head": x[:2, :, :50].copy()},
+        {"kind": "test"})
+
+
+def _pair(tmp_path, src: str, client, split_size: int | None, params: DropoutParams,
+          options: dict | None = None) -> tuple[bytes, dict, bytes, dict]:
+    """(local output, local stats file entry, split output, split stats file entry)."""
+    ext = os.path.splitext(src)[1]
+    opts = dict(options or {})
+    local = apply_files([src], params=params, seed=11, output=str(tmp_path / f"local{ext}"),
+                        options=BatchOptions(**opts))
+    split = apply_files([src], params=params, seed=11, output=str(tmp_path / f"split{ext}"),
+                        options=BatchOptions(dask_split_size=split_size, chunk_size=500, **opts),
+                        dask_scheduler=client)
+    return ((tmp_path / f"local{ext}").read_bytes(), _entry(local),
+            (tmp_path / f"split{ext}").read_bytes(), _entry(split))
+
+
+def _entry(doc: dict) -> dict:
+    doc = copy.deepcopy(doc)
+    for f in doc["files"]:
+        f["output"] = os.path.basename(f["output"]).replace("split", "local")
+    return doc
+
+
+def _leftovers(d) -> list[str]:
+    return [n for n in os.listdir(d) if TEMP_MARK in n]
+
+
+CASES = [  # (format, dtype, variant, split size in bytes)
+    ("npy", np.float32, "element", 1000),
+    ("npy", np.float32, "element", 4096),
+    ("npy", np.float16, "channel", 1000),
+    ("npy", np.float64, "share-axes", 3000),
+    ("npy", np.float32, "exact-count", 800),
+    ("safetensors", ml_dtypes.bfloat16, "element", 1000),
+    ("safetensors", ml_dtypes.bfloat16, "exact-count", 2048),
+    ("safetensors", np.float32, "channel", 1500),
+    ("safetensors", np.float16, "share-axes", 700),
+    ("safetensors", np.float32, "alpha-no-scale", 5000),
+]
+
+
+@pytest.mark.parametrize("fmt,dtype,variant,size", CASES,
+                         ids=[f"{f}-{np.dtype(d).name}-{v}-{s}" for f, d, v, s in CASES])
+def test_split_file_equals_the_local_run(client, tmp_path, fmt, dtype, variant, size):
+    kw = dict(VARIANTS[variant])
+    params = DropoutParams(p=kw.pop("p", 0.25), **kw)
+    src = _make(tmp_path, fmt, dtype)
+    options = {"exclude": ("ids",)} if fmt == "safetensors" else {}
+    local, local_doc, split, split_doc = _pair(tmp_path, src, client, size, params, options)
+    assert split == local
+    assert split_doc == local_doc
+    assert "dask_split" not in split_doc["files"][0]
+    assert _leftovers(tmp_path) == []
+
+
+def test_one_file_becomes_tasks_on_both_workers(client, tmp_path):
+    from distributed import get_task_stream
+
+    src = _make(tmp_path, "npy", np.float32)  # 5454 float32
+    with get_task_stream(client=client) as stream:  # what the scheduler ran, and where
+        local, local_doc, split, split_doc = _pair(tmp_path, src, client, 1024,
+                                                   DropoutParams(p=0.5))
+    assert split == local and split_doc == local_doc
+    ranges = [t for t in stream.data if "run_piece" in str(t["key"])]
+    assert len(ranges) == (5454 + 255) // 256  # 256 float32 per task
+    assert len({t["worker"] for t in ranges}) == 2
+
+
+def test_a_file_under_the_split_size_is_one_task(client, tmp_path):
+    from distributed import get_task_stream
+
+    src = _make(tmp_path, "npy", np.float32)
+    with get_task_stream(client=client) as stream:
+        local, local_doc, split, split_doc = _pair(tmp_path, src, client, 1 << 20,
+                                                   DropoutParams(p=0.5))
+    assert split == local and split_doc == local_doc
+    assert not [t for t in stream.data if "run_piece" in str(t["key"])]
+
+
+def _npz(tmp_path) -> str:
+    path = tmp_path / "big.npz"
+    np.savez(path, a=_data((40, 50), np.float32), b=_data((7,), np.float64))
+    return str(path)
+
+
+FALLBACKS = {
+    "torch": ("npy", {"rng": "torch"}, {}, "rng='torch' is a serial stream"),
+    "npz": ("npz", {}, {}, "a .npz archive's members are written one after another"),
+    "fortran": ("fortran", {}, {}, "a Fortran-order .npy is reordered into C order"),
+    "mask-out": ("npy", {}, {"mask_out": "m.safetensors"}, "mask_out writes its mask file"),
+}
+
+
+@pytest.mark.parametrize("case", list(FALLBACKS))
+def test_what_cannot_split_runs_as_one_task_and_says_why(client, tmp_path, case):
+    kind, kw, opts, why = FALLBACKS[case]
+    if kind == "npz":
+        src = _npz(tmp_path)
+    else:
+        src = write_npy(tmp_path / "big.npy", _data(SHAPE, np.float32), fortran=kind == "fortran")
+    if "mask_out" in opts:
+        opts = {"mask_out": str(tmp_path / "local-m.safetensors")}
+    params = DropoutParams(p=0.3, **kw)
+    ext = os.path.splitext(src)[1]
+    local = apply_files([src], params=params, seed=4, output=str(tmp_path / f"local{ext}"),
+                        options=BatchOptions(**opts))
+    if "mask_out" in opts:
+        opts = {"mask_out": str(tmp_path / "split-m.safetensors")}
+    split = apply_files([src], params=params, seed=4, output=str(tmp_path / f"split{ext}"),
+                        options=BatchOptions(dask_split_size=1000, **opts),
+                        dask_scheduler=client)
+    assert (tmp_path / f"split{ext}").read_bytes() == (tmp_path / f"local{ext}").read_bytes()
+    reason = split["files"][0].pop("dask_split")
+    assert reason.startswith("one task: ") and why in reason
+    assert _entry(split) == _entry(local)
+    if "mask_out" in opts:
+        assert (tmp_path / "split-m.safetensors").read_bytes() == \
+            (tmp_path / "local-m.safetensors").read_bytes()
+
+
+def test_mask_in_runs_as_one_task(client, tmp_path):
+    src = write_npy(tmp_path / "big.npy", _data(SHAPE, np.float32))
+    mask = write_npy(tmp_path / "mask.npy", np.random.default_rng(1).random(SHAPE) < 0.5)
+    params = DropoutParams(p=0.5)
+    local = apply_files([src], params=params, output=str(tmp_path / "local.npy"),
+                        options=BatchOptions(mask_in=mask))
+    split = apply_files([src], params=params, output=str(tmp_path / "split.npy"),
+                        options=BatchOptions(mask_in=mask, dask_split_size=64),
+                        dask_scheduler=client)
+    assert (tmp_path / "split.npy").read_bytes() == (tmp_path / "local.npy").read_bytes()
+    assert "mask_in replays a mask" in split["files"][0].pop("dask_split")
+    assert _entry(split) == _entry(local)
+
+
+def test_cli_split_stats_equal_the_local_stats(cluster, tmp_path, run_cli):
+    src = _make(tmp_path, "safetensors", ml_dtypes.bfloat16)
+    args = ["-p", "0.2", "--seed", "5", "--exact-count", "--exclude", "ids", "--stats", "-",
+            "-q"]
+    code, local, err = run_cli("apply", src, "-o", str(tmp_path / "local.safetensors"), *args)
+    assert code == 0, err
+    code, split, err = run_cli("apply", src, "-o", str(tmp_path / "split.safetensors"), *args,
+                               "--dask-scheduler", cluster.scheduler_address,
+                               "--dask-split-size", "2000")
+    assert code == 0, err
+    assert (tmp_path / "split.safetensors").read_bytes() == \
+        (tmp_path / "local.safetensors").read_bytes()
+    assert _entry(json.loads(split)) == _entry(json.loads(local))
+
+
+def test_a_failing_task_leaves_the_target_and_no_temporary_file(client, tmp_path, monkeypatch):
+    from dropout_core import dask_split
+
+    src = _make(tmp_path, "npy", np.float32)
+    target = tmp_path / "out.npy"
+    target.write_bytes(b"the old output")
+    real_check = dask_split.check_workers
+
+    def check_then_shrink(*args, **kwargs):
+        real_check(*args, **kwargs)
+        with open(src, "r+b") as f:  # the input changes under the run: range tasks fail
+            f.truncate(os.path.getsize(src) // 2)
+
+    monkeypatch.setattr(dask_split, "check_workers", check_then_shrink)
+    with pytest.raises(DropoutError, match="file shrank while it was being read"):
+        apply_files([src], params=DropoutParams(p=0.5), seed=1, output=str(target),
+                    options=BatchOptions(dask_split_size=1000, force=True),
+                    dask_scheduler=client)
+    assert target.read_bytes() == b"the old output"
+    assert _leftovers(tmp_path) == []
+
+
+def test_a_worker_that_cannot_see_the_file_is_one_error_line(cluster, tmp_path, run_cli,
+                                                              monkeypatch):
+    # /proc/self/cwd is this process's directory here, and each worker's own directory
+    # there: the same path names another place, as on machines without a shared file system.
+    _make(tmp_path, "npy", np.float32)
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "out.npy"
+    code, _, err = run_cli("apply", "/proc/self/cwd/big.npy", "-o", str(out), "-p", "0.5",
+                           "--seed", "1", "--dask-scheduler", cluster.scheduler_address,
+                           "--dask-split-size", "1000")
+    assert code == 1
+    assert err.startswith("Error: the Dask worker tcp://") and err.count("\n") == 1, err
+    assert "cannot see /proc/self/cwd/big.npy" in err and "shared by this machine" in err
+    assert not out.exists() and _leftovers(tmp_path) == []
+
+
+def test_split_size_without_a_scheduler_is_a_usage_error(tmp_path, run_cli):
+    src = _make(tmp_path, "npy", np.float32)
+    code, _, err = run_cli("apply", src, "-o", str(tmp_path / "o.npy"), "--seed", "1",
+                           "--dask-split-size", "1000")
+    assert code == 2
+    assert err == ("Error: --dask-split-size says how a file is split across a Dask cluster; "
+                   "give --dask-scheduler too\n")
+    assert not (tmp_path / "o.npy").exists()
+
+
+def test_small_tensors_share_tasks(client, tmp_path):
+    from distributed import get_task_stream
+
+    rng = np.random.default_rng(3)
+    src = write_safetensors(tmp_path / "many.safetensors", {
+        f"layer{k}.w": rng.standard_normal(100).astype(np.float32) for k in range(40)})
+    with get_task_stream(client=client) as stream:
+        local, local_doc, split, split_doc = _pair(tmp_path, src, client, 2000,
+                                                   DropoutParams(p=0.4))
+    assert split == local and split_doc == local_doc
+    keys = [str(t["key"]) for t in stream.data]
+    # 400 bytes a tensor: five tensors to a task of 2000 bytes, for the ranges and the digests
+    assert sum("run_pieces" in k for k in keys) == 8
+    assert sum("digest_tensors" in k for k in keys) == 8
