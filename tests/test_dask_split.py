@@ -256,3 +256,67 @@ def test_small_tensors_share_tasks(client, tmp_path):
     # 400 bytes a tensor: five tensors to a task of 2000 bytes, for the ranges and the digests
     assert sum("run_pieces" in k for k in keys) == 8
     assert sum("digest_tensors" in k for k in keys) == 8
+
+
+class _DieOnce:
+    """A worker plugin: the first worker to start a range task exits at once (os._exit,
+    as a killed process would), once per flag file."""
+
+    name = "die-once"
+
+    def __init__(self, flag: str) -> None:
+        self.flag = flag
+
+    def setup(self, worker) -> None:
+        pass
+
+    def teardown(self, worker) -> None:
+        pass
+
+    def transition(self, key, start, finish, **kwargs) -> None:
+        if finish == "executing" and "run_pieces" in str(key):
+            try:
+                fd = os.open(self.flag, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                return
+            os.close(fd)
+            os._exit(1)
+
+
+@pytest.fixture(scope="module")
+def fragile_cluster():
+    """Two worker processes under nannies on a scheduler that allows no task to be retried
+    after its worker died, so a killed worker fails the run."""
+    import dask
+    import distributed
+
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}), \
+            distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
+                                     dashboard_address=":0") as c, \
+            distributed.Client(c, set_as_default=False) as client:
+        client.wait_for_workers(2, timeout=60)
+        yield client
+
+
+@pytest.mark.parametrize("fmt", ["npy", "safetensors"])
+def test_a_worker_killed_mid_run_leaves_the_target_untouched(fragile_cluster, tmp_path, fmt):
+    from distributed import WorkerPlugin
+
+    # (distributed is imported only in Dask runs, so the plugin's base class is added here)
+    plugin = type("DieOnce", (_DieOnce, WorkerPlugin), {})(str(tmp_path / "died"))
+    fragile_cluster.register_plugin(plugin)
+    try:
+        src = _make(tmp_path, fmt, np.float32)
+        target = tmp_path / f"out.{fmt}"
+        target.write_bytes(b"the old output")
+        with pytest.raises(DropoutError, match="a Dask worker died while processing"):
+            apply_files([src], params=DropoutParams(p=0.5), seed=1, output=str(target),
+                        options=BatchOptions(dask_split_size=1000, force=True,
+                                             exclude=("ids",) if fmt != "npy" else ()),
+                        dask_scheduler=fragile_cluster)
+    finally:
+        fragile_cluster.unregister_worker_plugin(plugin.name)
+    assert (tmp_path / "died").exists()  # a worker really was killed, mid-run
+    assert target.read_bytes() == b"the old output"
+    assert _leftovers(tmp_path) == []
+    fragile_cluster.wait_for_workers(2, timeout=60)  # the nanny brought it back
