@@ -62,6 +62,23 @@ class Axes(click.ParamType):
             self.fail(f"expected comma-separated axes like 0,2, got {value!r}", param, ctx)
 
 
+class Size(click.ParamType):
+    """A number of bytes, ``67108864`` or ``64MiB``, parsed by the library."""
+
+    name = "bytes"
+
+    def convert(self, value, param, ctx) -> int:
+        if isinstance(value, int):
+            return value
+        from dropout_core import UsageError
+        from dropout_core.params import parse_size
+
+        try:
+            return parse_size(value, "the size")
+        except UsageError as e:
+            self.fail(str(e), param, ctx)
+
+
 class Seed(click.ParamType):
     """An integer of any size up to 4300 digits, parsed by the library."""
 
@@ -158,10 +175,10 @@ run_options = _bundle(
     _option("--dask-scheduler", metavar="ADDRESS",
             help="Process the files on this running Dask scheduler, e.g. tcp://host:8786 "
                  "(same results; needs the dask extra and files the workers can see)."),
-    _option("--dask-split-size", type=click.IntRange(min=1), metavar="BYTES",
-            show_default="67108864 (64 MiB)",
+    _option("--dask-split-size", type=Size(), metavar="BYTES", show_default="64MiB",
             help="With --dask-scheduler: a file larger than this is split into tasks of "
-                 "about this many bytes, spread over the workers (same results)."),
+                 "about this many bytes (67108864, 64MiB, 1G), spread over the workers "
+                 "(same results)."),
     _option("--chunk-size", type=click.IntRange(min=1),
             help="Elements per chunk: memory use only, never the result."),
     _option("--threads", type=click.IntRange(min=1), show_default="the usable cores",

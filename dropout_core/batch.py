@@ -13,7 +13,7 @@ import os
 import sys
 import types
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from . import sharded
 from .atomic import (
@@ -39,7 +39,7 @@ from .files import (
     run_one,
 )
 from .formats import TensorFile, open_tensor_file
-from .params import DropoutParams
+from .params import DropoutParams, parse_size
 from .params import say as say_in
 from .seeds import derive_repeat_seed, file_key, resolve_seed
 from .stats import run_header, sum_totals, totals
@@ -73,8 +73,9 @@ class BatchOptions:
     keep_going: bool = False  # a bad file is reported in the stats; the others still run
     dry_run: bool = False  # check and plan everything, write nothing
     # bytes of a tensor per Dask task: a larger file is split across the cluster
-    # (None: dask_split.SPLIT_SIZE); only with a Dask scheduler
-    dask_split_size: int | None = None
+    # (None: dask_split.SPLIT_SIZE; "256MiB" and the like are read by params.parse_size);
+    # only with a Dask scheduler
+    dask_split_size: int | str | None = None
 
     def __post_init__(self) -> None:
         for name in ("mask_in", "mask_out", "stats"):
@@ -195,13 +196,11 @@ def apply_files(inputs: list[str], *, params: DropoutParams, seed: int | None = 
     if opts.dask_split_size is not None:
         from .dask_backend import DaskBag
 
-        size = opts.dask_split_size
         if dask_scheduler is None or isinstance(dask_scheduler, DaskBag):
             raise UsageError(f"{say('dask_split_size')} says how a file is split across a Dask "
                              f"cluster; give {say('dask_scheduler')} too")
-        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-            raise UsageError(f"{say('dask_split_size')} must be a positive number of bytes, "
-                             f"got {size!r}")
+        opts = replace(opts, dask_split_size=parse_size(opts.dask_split_size,
+                                                        say("dask_split_size")))
     if dask_scheduler is not None and ("-" in inputs or output == "-"):
         raise UsageError("Dask workers cannot read stdin or write stdout (-); give file "
                          f"paths, or run without {say('dask_scheduler')}")

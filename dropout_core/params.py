@@ -48,6 +48,35 @@ _SAY = {
 }
 
 
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kib": 1 << 10, "kb": 10**3, "m": 1 << 20,
+               "mib": 1 << 20, "mb": 10**6, "g": 1 << 30, "gib": 1 << 30, "gb": 10**9,
+               "t": 1 << 40, "tib": 1 << 40, "tb": 10**12}
+
+
+def parse_size(text: str | int, option: str = "size") -> int:
+    """A positive number of bytes: an integer, or one with a unit (K, M, G, T and KiB..TiB
+    are powers of 1024; KB..TB powers of 1000), as ``du`` and ``dd`` read them.
+
+    >>> parse_size("64MiB"), parse_size("1G"), parse_size("2kb"), parse_size(4096)
+    (67108864, 1073741824, 2000, 4096)
+    """
+    if isinstance(text, int) and not isinstance(text, bool):
+        n = text
+    elif isinstance(text, str):
+        t = text.strip().replace("_", "")
+        digits = len(t) - len(t.lstrip("0123456789"))
+        unit = _SIZE_UNITS.get(t[digits:].strip().lower())
+        if not digits or unit is None or digits > 30:
+            raise UsageError(f"{option} must be a number of bytes such as 67108864, 64MiB "
+                             f"or 1G, got {text!r}")
+        n = int(t[:digits]) * unit
+    else:
+        raise UsageError(f"{option} must be a number of bytes, got {text!r}")
+    if n < 1:
+        raise UsageError(f"{option} must be at least 1 byte, got {text!r}")
+    return n
+
+
 def say(option: str, interface: str = "python") -> str:
     """An option's name as ``interface`` ("python" or "cli") spells it in a message.
 

@@ -271,3 +271,20 @@ def test_float8_overflow_counted(dtype, big):
     x = np.full(256, big, np.float32).astype(dtype)
     _, st = dropout(x, 0.5, seed=1, return_stats=True)
     assert st["overflow"] == st["kept"] > 0
+
+
+@pytest.mark.parametrize("text,n", [("67108864", 1 << 26), ("64MiB", 1 << 26), ("64M", 1 << 26),
+                                    ("1g", 1 << 30), ("2KB", 2000), (" 3_000 ", 3000),
+                                    ("5 TiB", 5 << 40), (7, 7)])
+def test_parse_size_reads_bytes_and_units(text, n):
+    from dropout_core.params import parse_size
+
+    assert parse_size(text) == n
+
+
+@pytest.mark.parametrize("text", ["0", "-1", "1e6", "64 parsecs", "MiB", "", True, 2.5, -3])
+def test_parse_size_refuses_what_is_not_a_size(text):
+    from dropout_core.params import parse_size
+
+    with pytest.raises(UsageError, match="size must be"):
+        parse_size(text)

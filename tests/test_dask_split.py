@@ -320,3 +320,22 @@ def test_a_worker_killed_mid_run_leaves_the_target_untouched(fragile_cluster, tm
     assert target.read_bytes() == b"the old output"
     assert _leftovers(tmp_path) == []
     fragile_cluster.wait_for_workers(2, timeout=60)  # the nanny brought it back
+
+
+def test_split_sizes_take_units(client, tmp_path, run_cli):
+    from distributed import get_task_stream
+
+    src = _make(tmp_path, "npy", np.float32)  # 5454 float32
+    with get_task_stream(client=client) as stream:  # 1KiB from Python: 256 float32 per task
+        _, local_doc, split, split_doc = _pair(tmp_path, src, client, "1KiB",
+                                               DropoutParams(p=0.5))
+    assert split_doc == local_doc
+    assert sum("run_piece" in str(t["key"]) for t in stream.data) == (5454 + 255) // 256
+    code, _, err = run_cli("apply", src, "-o", str(tmp_path / "o.npy"), "-p", "0.5",
+                           "--seed", "11", "--dask-scheduler", client.scheduler.address,
+                           "--dask-split-size", "2kb", "-q")
+    assert code == 0, err
+    assert (tmp_path / "o.npy").read_bytes() == (tmp_path / "local.npy").read_bytes()
+    code, _, err = run_cli("apply", src, "-o", str(tmp_path / "o2.npy"), "--seed", "1",
+                           "--dask-split-size", "64 parsecs")
+    assert code == 2 and "a number of bytes such as 67108864, 64MiB or 1G" in err
