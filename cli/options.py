@@ -62,38 +62,30 @@ class Axes(click.ParamType):
             self.fail(f"expected comma-separated axes like 0,2, got {value!r}", param, ctx)
 
 
-class Size(click.ParamType):
-    """A number of bytes, ``67108864`` or ``64MiB``, parsed by the library."""
+class LibraryType(click.ParamType):
+    """A value the library parses from text (``module.function``), so the command line and
+    Python read it alike; the library's UsageError becomes click's message."""
 
-    name = "bytes"
-
-    def convert(self, value, param, ctx) -> int:
-        if isinstance(value, int):
-            return value
-        from dropout_core import UsageError
-        from dropout_core.params import parse_size
-
-        try:
-            return parse_size(value, "the size")
-        except UsageError as e:
-            self.fail(str(e), param, ctx)
-
-
-class Seed(click.ParamType):
-    """An integer of any size up to 4300 digits, parsed by the library."""
-
-    name = "integer"
+    def __init__(self, name: str, parser: str) -> None:
+        self.name, self.parser = name, parser
 
     def convert(self, value, param, ctx) -> int:
         if isinstance(value, int):
             return value
-        from dropout_core import UsageError
-        from dropout_core.seeds import parse_seed
+        import importlib
 
+        from dropout_core import UsageError
+
+        module, function = self.parser.rsplit(".", 1)
         try:
-            return parse_seed(value)
+            return getattr(importlib.import_module(module), function)(value)
         except UsageError as e:
             self.fail(str(e), param, ctx)
+
+
+# an integer of any size up to 4300 digits; a number of bytes, 67108864 or 64MiB
+Seed = functools.partial(LibraryType, "integer", "dropout_core.seeds.parse_seed")
+Size = functools.partial(LibraryType, "bytes", "dropout_core.params.parse_size")
 
 
 def _bundle(*options: Callable) -> Callable:
