@@ -18,22 +18,25 @@ from dropout_core.params import ALPHA_PRIME, MODES, RNGS, VARIANTS
 
 
 @functools.cache
-def library_defaults() -> dict:
-    """Each library name's default: DropoutParams and BatchOptions fields, apply_files and
-    preview keywords."""
+def library_defaults(command: str = "apply") -> dict:
+    """Each library name's default for ``command``: DropoutParams and BatchOptions fields,
+    and the keywords of its function (``apply_files``, or ``preview``, imported only for
+    preview)."""
     import inspect
 
     from dropout_core import DropoutParams
     from dropout_core.batch import BatchOptions, apply_files
-    from dropout_core.previews import preview
 
+    if command == "preview":
+        from dropout_core.previews import preview as function
+    else:
+        function = apply_files
     out = {}
     for f in dataclasses.fields(DropoutParams) + dataclasses.fields(BatchOptions):
         out[f.name] = f.default_factory() if f.default is dataclasses.MISSING else f.default
-    for fn in (apply_files, preview):
-        for name, p in inspect.signature(fn).parameters.items():
-            if p.kind is p.KEYWORD_ONLY:
-                out.setdefault(name, p.default)
+    for name, p in inspect.signature(function).parameters.items():
+        if p.kind is p.KEYWORD_ONLY:
+            out.setdefault(name, p.default)
     return out
 
 
@@ -45,7 +48,7 @@ class LibraryOption(click.Option):
         super().__init__(*decls, **attrs)
 
     def get_default(self, ctx: click.Context, call: bool = True):
-        return library_defaults()[self.name]
+        return library_defaults(ctx.command.name)[self.name]
 
 
 class Axes(click.ParamType):
