@@ -79,3 +79,29 @@ def test_the_transform_takes_an_index_or_a_name(bad):
 
     with pytest.raises(UsageError, match="key must be an index or a name"):
         Dropout(0.1, seed=1)(np.ones(3, np.float32), key=bad)
+
+
+@pytest.mark.parametrize("args", [
+    ["apply", "{sample}", "-o", "{tmp}/out.npy", "-p", "0.5", "--seed", "1", "-q"],
+    ["inspect", "{sample}"],
+    ["--version"],
+])
+def test_start_up_imports_no_optional_module(tmp_path, args):
+    """Start-up is paid by every shell command: what one command never uses (Pillow, Dask,
+    torch, the preview and split modules) is not imported."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    sample = os.path.join(os.path.dirname(__file__), "..", "samples", "example_1x3x3.npy")
+    argv = [a.format(sample=sample, tmp=tmp_path) for a in args]
+    code = ("import json, sys\nfrom cli.main import main\ntry:\n    main(sys.argv[1:])\n"
+            "except SystemExit as e:\n    assert not e.code, e.code\n"
+            "print(json.dumps(sorted(sys.modules)), file=sys.stderr)")
+    r = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    loaded = set(json.loads(r.stderr.strip().splitlines()[-1]))
+    heavy = {"PIL", "dask", "distributed", "torch", "safetensors", "dropout_core.previews",
+             "dropout_core.dask_split", "dropout_core.dask_backend"}
+    assert not heavy & loaded, heavy & loaded
