@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import zipfile
 
 import ml_dtypes
 import numpy as np
@@ -122,6 +123,101 @@ def test_a_file_under_the_split_size_is_one_task(client, tmp_path):
                                                    DropoutParams(p=0.5))
     assert split == local and split_doc == local_doc
     assert not [t for t in stream.data if "run_piece" in str(t["key"])]
+
+
+def _stored_npz(tmp_path) -> str:
+    """np.savez (stored members) of several dtypes, an empty tensor, and two members that are
+    not tensors (one deflated: copied as it is, so the archive still splits)."""
+    path = tmp_path / "big.npz"
+    rng = np.random.default_rng(5)
+    np.savez(path, w=_data((40, 50), np.float32), h=_data((3, 7, 61), np.float16),
+             ids=np.arange(300, dtype=np.int64), empty=np.zeros((0, 4), np.float32),
+             keep=rng.random(77) < 0.5, n=rng.integers(-99, 99, (5, 33), dtype=np.int32),
+             z=np.zeros(0, np.int8))
+    with zipfile.ZipFile(path, "a") as z:
+        z.writestr("README.txt", b"not a tensor\n" * 40, compress_type=zipfile.ZIP_DEFLATED)
+        z.writestr("raw.bin", bytes(range(256)) * 5)
+    return str(path)
+
+
+NPZ_CASES = {  # (params, split size, tensors chosen)
+    "element": (dict(p=0.3, scale=False), 700, ()),
+    "channel": (dict(p=0.4, scale=False, variant="channel"), 1000, ("w", "h", "n", "empty")),
+    "exact-count": (dict(p=0.25, scale=False, exact_count=True), 512, ()),
+}
+
+
+@pytest.mark.parametrize("case", list(NPZ_CASES))
+def test_a_stored_npz_splits_and_equals_the_local_run(client, tmp_path, case):
+    kw, size, chosen = NPZ_CASES[case]
+    src = _stored_npz(tmp_path)
+    local, local_doc, split, split_doc = _pair(tmp_path, src, client, size,
+                                               DropoutParams(**kw),
+                                               {"exclude": ("ids",), "tensors": chosen})
+    assert split == local
+    assert split_doc == local_doc
+    assert "dask_split" not in split_doc["files"][0]
+    assert _leftovers(tmp_path) == []
+    out = tmp_path / "split.npz"
+    with zipfile.ZipFile(out) as z:
+        assert z.testzip() is None
+        assert z.read("README.txt") == b"not a tensor\n" * 40
+    with np.load(src) as a, np.load(out) as b:
+        assert a.files == b.files
+        np.testing.assert_array_equal(b["ids"], a["ids"])  # excluded: unchanged
+        assert b["empty"].shape == (0, 4) and b["w"].dtype == np.float32
+
+
+def test_a_stored_npz_becomes_range_tasks_on_both_workers(client, tmp_path):
+    from distributed import get_task_stream
+
+    src = _stored_npz(tmp_path)
+    with get_task_stream(client=client) as stream:
+        local, local_doc, split, split_doc = _pair(tmp_path, src, client, 1024,
+                                                   DropoutParams(p=0.5, scale=False))
+    assert split == local and split_doc == local_doc
+    ranges = [t for t in stream.data if "run_piece" in str(t["key"])]
+    assert len(ranges) >= 8  # w alone is 8000 bytes: eight tasks of 1 KiB
+    assert len({t["worker"] for t in ranges}) == 2
+
+
+def test_a_stored_npz_splits_with_zip64_records(client, tmp_path, monkeypatch):
+    from dropout_core.formats import ziparchive
+
+    src = _stored_npz(tmp_path)  # written before the limits drop: the input has no Zip64
+    monkeypatch.setattr(ziparchive, "_ZIP64_AT", 4000)  # as if 4000 bytes were 4 GiB
+    monkeypatch.setattr(ziparchive, "_COUNT64_AT", 5)  # and 5 members were 65535
+    local, local_doc, split, split_doc = _pair(tmp_path, src, client, 1000,
+                                               DropoutParams(p=0.3, scale=False))
+    assert b"PK\x06\x06" in local  # the client wrote Zip64 records, as the local run did
+    assert split == local and split_doc == local_doc
+    with zipfile.ZipFile(tmp_path / "split.npz") as z:
+        assert z.testzip() is None
+
+
+def test_a_corrupt_stored_member_fails_the_split_as_the_local_run(client, tmp_path):
+    from dropout_core.formats import open_tensor_file
+
+    src = _stored_npz(tmp_path)
+    with open_tensor_file(src) as tf:
+        at = next(t for t in tf.tensors if t.name == "w").offset + 4321
+    with open(src, "r+b") as f:  # one byte of w's data changes: its CRC-32 no longer matches
+        f.seek(at)
+        byte = f.read(1)
+        f.seek(at)
+        f.write(bytes([byte[0] ^ 0x10]))
+    target = tmp_path / "split.npz"
+    target.write_bytes(b"the old output")
+    params = DropoutParams(p=0.5, scale=False)
+    with pytest.raises(DropoutError, match="member w.npy: CRC-32 mismatch") as local:
+        apply_files([src], params=params, seed=1, output=str(tmp_path / "local.npz"))
+    with pytest.raises(DropoutError, match="member w.npy: CRC-32 mismatch") as split:
+        apply_files([src], params=params, seed=1, output=str(target),
+                    options=BatchOptions(dask_split_size=1000, force=True),
+                    dask_scheduler=client)
+    assert str(split.value) == str(local.value)
+    assert target.read_bytes() == b"the old output"
+    assert _leftovers(tmp_path) == []
 
 
 def _npz(tmp_path) -> str:
