@@ -232,6 +232,7 @@ FALLBACKS = {
                      "is one) is compressed member by member, front to back; only stored "
                      "members (np.savez) split"),
     "fortran": ("fortran", {}, {}, "a Fortran-order .npy is reordered into C order"),
+    "npz-fortran": ("npz-fortran", {}, {}, "a Fortran-order .npy is reordered into C order"),
     "mask-out": ("npy", {}, {"mask_out": "m.safetensors"}, "mask_out writes its mask file"),
 }
 
@@ -241,6 +242,10 @@ def test_what_cannot_split_runs_as_one_task_and_says_why(client, tmp_path, case)
     kind, kw, opts, why = FALLBACKS[case]
     if kind == "npz":
         src = _npz(tmp_path)
+    elif kind == "npz-fortran":  # stored, but one member in Fortran order
+        src = str(tmp_path / "big.npz")
+        np.savez(src, a=_data((40, 50), np.float32),
+                 f=np.asfortranarray(_data((30, 20), np.float32)))
     else:
         src = write_npy(tmp_path / "big.npy", _data(SHAPE, np.float32), fortran=kind == "fortran")
     if "mask_out" in opts:
