@@ -8,6 +8,9 @@ its declared size, CRC-32 checked once its last byte is read) and written
 through a ``MemberWriter`` (deflated piece by piece), so no member is ever
 held whole, except a Fortran-order member, which is read whole like a
 Fortran-order .npy.
+
+A Dask split (``split_layout``) plans the output archive of an .npz whose tensor
+members are stored, so that tasks write ranges of members in any order.
 """
 
 from __future__ import annotations
