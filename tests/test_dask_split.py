@@ -43,6 +43,10 @@ def _make(tmp_path, fmt: str, dtype) -> str:
     x = _data(SHAPE, dtype)
     if fmt == "npy":
         return write_npy(tmp_path / "big.npy", x)
+    if fmt == "npz":  # stored members: it splits
+        np.savez(tmp_path / "big.npz", **{"enc.w": x, "ids": np.arange(300, dtype=np.int64),
+                                          "head": x[:2, :, :50].copy()})
+        return str(tmp_path / "big.npz")
     return write_safetensors(tmp_path / "big.safetensors", {
         "enc.w": x, "ids": np.arange(300, dtype=np.int64), "head": x[:2, :, :50].copy()},
         {"kind": "test"})
@@ -84,6 +88,9 @@ CASES = [  # (format, dtype, variant, split size in bytes)
     ("safetensors", np.float32, "channel", 1500),
     ("safetensors", np.float16, "share-axes", 700),
     ("safetensors", np.float32, "alpha-no-scale", 5000),
+    ("npz", np.float32, "share-axes", 900),
+    ("npz", np.float16, "alpha-no-scale", 1000),
+    ("npz", np.float64, "exact-count", 1500),
 ]
 
 
@@ -93,7 +100,7 @@ def test_split_file_equals_the_local_run(client, tmp_path, fmt, dtype, variant, 
     kw = dict(VARIANTS[variant])
     params = DropoutParams(p=kw.pop("p", 0.25), **kw)
     src = _make(tmp_path, fmt, dtype)
-    options = {"exclude": ("ids",)} if fmt == "safetensors" else {}
+    options = {"exclude": ("ids",)} if fmt != "npy" else {}
     local, local_doc, split, split_doc = _pair(tmp_path, src, client, size, params, options)
     assert split == local
     assert split_doc == local_doc
@@ -401,7 +408,7 @@ def fragile_cluster():
         yield client
 
 
-@pytest.mark.parametrize("fmt", ["npy", "safetensors"])
+@pytest.mark.parametrize("fmt", ["npy", "safetensors", "npz"])
 def test_a_worker_killed_mid_run_leaves_the_target_untouched(fragile_cluster, tmp_path, fmt):
     from distributed import WorkerPlugin
 
