@@ -12,6 +12,13 @@ every task succeeded and the file is durable; any failure removes both files
 and leaves the target as it was.  Workers and client must see the same files
 under the same paths (a shared file system): a probe asks every worker first.
 
+An .npz whose tensor members are stored (``np.savez``) splits the same way: its
+output archive is planned in advance (``npz.split_layout``: every member's place,
+from the writer's own header builders), range tasks also return the CRC-32 of the
+bytes they read and wrote, and the client combines them per member
+(``ziparchive.crc32_combine``), checks the input's, and writes the local headers
+and the central directory last.
+
 What a stream or format cannot split runs as one task (``one_task_reason``).
 """
 
@@ -19,6 +26,7 @@ from __future__ import annotations
 
 import math
 import os
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -38,7 +46,9 @@ from .streams import exact
 from .units import broadcast_keep, slab_chunks
 
 SPLIT_SIZE = 64 << 20  # bytes of a tensor per task (chosen by benchmarks/bench_dask_split.py)
-SPLIT_FORMATS = ("npy", "safetensors")  # raw bytes at fixed offsets: any range is writable
+# raw bytes at fixed offsets, any range writable (an .npz: when its members are stored, see
+# the format's split_refusal)
+SPLIT_FORMATS = ("npy", "safetensors", "npz")
 
 
 def one_task_reason(job: FileJob) -> str | None:
@@ -47,8 +57,11 @@ def one_task_reason(job: FileJob) -> str | None:
     say = params.say
     drawn = [p for p in job.plans.values() if not p.identity]
     if tf.format not in SPLIT_FORMATS:
-        return (f"one task: a .{tf.format} archive's members are written one after another, "
-                "each with a checksum of all its bytes")
+        return f"one task: a .{tf.format} file is written front to back"
+    refusal = getattr(format_module(tf.format), "split_refusal", None)
+    why = refusal(tf) if refusal is not None else None
+    if why is not None:
+        return f"one task: {why}"
     if job.mask_out:
         return f"one task: {say('mask_out')} writes its mask file in one pass"
     if any(p.replayed for p in drawn):
@@ -88,6 +101,7 @@ class Piece:
     mask_off: int | None = None  # byte offset of the tensor's unit 0 in the side file
     chunk: int = 1 << 20
     threads: int | None = None
+    crc: bool = False  # also the CRC-32 of the bytes read and written (an archive member)
 
     @property
     def nbytes(self) -> int:
@@ -147,11 +161,12 @@ def _pwrite(fd: int, pos: int, data: np.ndarray) -> None:
         done += os.pwrite(fd, view[done:done + (256 << 10)], pos + done)
 
 
-def run_piece(piece: Piece, version: str) -> tuple[int, int]:
+def run_piece(piece: Piece, version: str) -> tuple[int, int, int | None, int | None]:
     """One task, on a worker: its range of the input into its range of the output.
 
-    Returns (dropped units, overflow).  Writes only into files that exist (never
-    makes a file: after a failure the client has removed them).
+    Returns (dropped units, overflow, CRC-32 of the input bytes read, of the output bytes
+    written); the CRCs are None unless ``piece.crc``.  Writes only into files that exist
+    (never makes a file: after a failure the client has removed them).
     """
     from . import __version__
 
@@ -163,26 +178,31 @@ def run_piece(piece: Piece, version: str) -> tuple[int, int]:
     fin = _open(p.src, os.O_RDONLY)
     fout = _open(p.side if p.kind == "mask" else p.out, os.O_WRONLY)
     fbits = None
+    crc = _Crc() if p.crc else None
     try:
         if p.kind == "copy":
             step = max(1, (16 << 20) // max(1, item))
             for s in range(p.start, p.stop, step):
                 buf = np.empty(min(step, p.stop - s), dtype=p.dtype)
                 read_exact(fin, p.in_off + s * item, buf)
+                if crc is not None:
+                    crc.read(buf)
+                    crc.wrote(buf)
                 _pwrite(fout, p.out_off + s * item, buf)
             result = (0, 0)
         elif p.kind == "mask":
             result = (_mask_units(p, fout), 0)
         elif p.plan.broadcast:
-            result = (0, _drop_slabs(p, fin, fout))
+            result = (0, _drop_slabs(p, fin, fout, crc))
         else:
             bits = None
             if p.mask_off is not None:
                 fbits = _open(p.side, os.O_WRONLY)
                 bits = _Bits(fbits, p.mask_off, p.start)
-            result = _drop_range(p, fin, fout, bits)
+            result = _drop_range(p, fin, fout, bits, crc)
             if bits is not None:
                 bits.close()
+        result += (None, None) if crc is None else (crc.input, crc.output)
         os.fsync(fout)  # this worker's writes are durable before the client renames
         if fbits is not None:
             os.fsync(fbits)
@@ -193,7 +213,24 @@ def run_piece(piece: Piece, version: str) -> tuple[int, int]:
                 os.close(fd)
 
 
-def run_pieces(pieces: list[Piece], version: str) -> list[tuple[int, int]]:
+class _Crc:
+    """The CRC-32s of a range's input and output bytes, fed in order."""
+
+    def __init__(self) -> None:
+        self.input = self.output = 0
+
+    def read(self, data: np.ndarray) -> None:
+        self.input = zlib.crc32(_bytes_of(data), self.input)
+
+    def wrote(self, data: np.ndarray) -> None:
+        self.output = zlib.crc32(_bytes_of(data), self.output)
+
+
+def _bytes_of(data: np.ndarray) -> memoryview:
+    return memoryview(np.ascontiguousarray(data).reshape(-1).view(np.uint8))
+
+
+def run_pieces(pieces: list[Piece], version: str) -> list[tuple]:
     """One task: a few pieces (many small tensors share a task, as a large one's range has
     one to itself); ``run_piece``'s result for each."""
     return [run_piece(p, version) for p in pieces]
@@ -205,17 +242,26 @@ def digest_tensors(specs: list[tuple], *after) -> list[tuple[str, str | None]]:
     return [digest_tensor(*spec) for spec in specs]
 
 
-def _drop_range(p: Piece, fin: int, fout: int, bits: _Bits | None) -> tuple[int, int]:
-    """Elements [start, stop) of a tensor whose units are its elements, through the engine."""
+def _drop_range(p: Piece, fin: int, fout: int, bits: _Bits | None,
+                crc: _Crc | None = None) -> tuple[int, int]:
+    """Elements [start, stop) of a tensor whose units are its elements, through the engine.
+
+    The engine reads and writes chunks in order (on its reader and writer threads), so
+    ``crc`` sees the bytes in order; the input is hashed before the kernel changes it.
+    """
     n, item = p.stop - p.start, p.dtype.itemsize
     sub = replace(p.plan, shape=(n,), mask_shape=(n,), source=_Shifted(p.plan.source, p.start))
 
     def read(s: int, e: int, idx) -> np.ndarray:
         buf = np.empty(e - s, dtype=p.dtype)
         read_exact(fin, p.in_off + (p.start + s) * item, buf)
+        if crc is not None:
+            crc.read(buf)
         return buf
 
     def write(s: int, out: np.ndarray, idx) -> None:
+        if crc is not None:
+            crc.wrote(out)
         _pwrite(fout, p.out_off + (p.start + s) * item, out)
 
     st = run_tensor(sub, read, write, chunk=p.chunk, threads=p.threads,
@@ -223,7 +269,7 @@ def _drop_range(p: Piece, fin: int, fout: int, bits: _Bits | None) -> tuple[int,
     return st.dropped_units, st.overflow
 
 
-def _drop_slabs(p: Piece, fin: int, fout: int) -> int:
+def _drop_slabs(p: Piece, fin: int, fout: int, crc: _Crc | None = None) -> int:
     """The slabs in [start, stop) of a tensor with a broadcast mask (channel, shared axes)."""
     plan, item = p.plan, p.dtype.itemsize
     kernel = kernel_for(plan.values)
@@ -235,7 +281,11 @@ def _drop_slabs(p: Piece, fin: int, fout: int) -> int:
             break
         x = np.empty(e - s, dtype=p.dtype)
         read_exact(fin, p.in_off + s * item, x)
+        if crc is not None:
+            crc.read(x)
         overflow += kernel.apply(x, broadcast_keep(plan.source, plan.mask_shape, p.shape, idx))
+        if crc is not None:
+            crc.wrote(x)
         _pwrite(fout, p.out_off + s * item, x)
     return overflow
 
@@ -380,20 +430,19 @@ def run_split(client, job: FileJob, *, split_size: int, chunk: int, threads: int
 
     distributed = __import__("distributed")
     tf = job.tf
-    fmt = format_module(tf.format)
-    entries = [Entry(t.name, t.dtype, t.shape) for t in tf.tensors]
-    layout = fmt.writer(None, entries, tf.metadata, like=tf)  # its header and offsets only
-    size = max([len(layout.header)] + [layout.offsets[t.name] + t.nbytes for t in tf.tensors])
+    layout = _layout(job)
     src = os.path.abspath(tf.real_path)
     submitted: list = []
     with atomic_file(job.output) as (f, tmp), side_file(job.output) as side:
         tmp, side = os.path.abspath(tmp), os.path.abspath(side)
-        f.truncate(size)
-        _pwrite(f.fileno(), 0, np.frombuffer(layout.header, dtype=np.uint8))
+        f.truncate(layout.size)
+        for pos, data in layout.begin():
+            _pwrite(f.fileno(), pos, np.frombuffer(data, dtype=np.uint8))
         check_workers(client, [(src, os.R_OK), (tmp, os.W_OK), (side, os.W_OK)],
                       {src: tf.path, tmp: job.output, side: job.output})
         try:
             pieces, masks = [], {}
+            crc = layout.checksummed
             mask_pos = 0
             sources = _sources(client, job, _per(split_size, 1))
             for t in tf.tensors:
@@ -401,7 +450,7 @@ def run_split(client, job: FileJob, *, split_size: int, chunk: int, threads: int
                 out_off = layout.offsets[t.name]
                 base = dict(src=src, out=tmp, side=side, name=t.name, in_off=t.offset,
                             out_off=out_off, dtype=t.dtype, shape=t.shape, chunk=chunk,
-                            threads=threads)
+                            threads=threads, crc=crc)
                 per = _per(split_size, t.dtype.itemsize)
                 if plan is None or plan.identity:
                     pieces += [Piece("copy", start=a, stop=b, **base)
@@ -413,11 +462,17 @@ def run_split(client, job: FileJob, *, split_size: int, chunk: int, threads: int
                     pieces += [Piece("drop", start=a, stop=b, plan=bound, **base)
                                for a, b in _slab_ranges(t.shape, chunk, per)]
                     pieces += [Piece("mask", start=a, stop=b, plan=bound, mask_off=mask_pos,
-                                     **base) for a, b in _ranges(plan.units, _per(split_size, 1))]
+                                     **dict(base, crc=False))
+                               for a, b in _ranges(plan.units, _per(split_size, 1))]
                 else:
                     pieces += [Piece("drop", start=a, stop=b, plan=bound, mask_off=mask_pos,
                                      **base) for a, b in _ranges(t.numel, per)]
                 mask_pos += (plan.units + 7) // 8
+            for k, (in_off, out_off, n) in enumerate(layout.others):  # members, as they are
+                pieces += [Piece("copy", src=src, out=tmp, side=side, name=f"\0member {k}",
+                                 in_off=in_off, out_off=out_off, dtype=np.dtype(np.uint8),
+                                 shape=(n,), start=a, stop=b)
+                           for a, b in _ranges(n, _per(split_size, 1))]
             os.truncate(side, mask_pos)
             groups = _groups(pieces, split_size, lambda p: p.nbytes or
                              (p.stop - p.start) // 8)
@@ -447,6 +502,12 @@ def run_split(client, job: FileJob, *, split_size: int, chunk: int, threads: int
             counts = [c for cs in client.gather(futures) for c in cs]
             hashed = dict(zip((t.name for t in tf.tensors),
                               (h for hs in client.gather(digests) for h in hs), strict=True))
+            parts: dict[str, list[tuple[int, int, int]]] = {t.name: [] for t in tf.tensors}
+            for p, (_, _, c_in, c_out) in zip(pieces, counts, strict=True):
+                if p.crc:  # a tensor's ranges, in order
+                    parts[p.name].append((p.nbytes, c_in, c_out))
+            for pos, data in layout.end(parts):  # (an archive: CRCs checked, then the headers)
+                _pwrite(f.fileno(), pos, np.frombuffer(data, dtype=np.uint8))
         except distributed.KilledWorker as e:
             raise DropoutError(f"{tf.where()}: a Dask worker died while processing a part of "
                                f"the file ({e}); the target is unchanged") from None
@@ -459,6 +520,43 @@ def run_split(client, job: FileJob, *, split_size: int, chunk: int, threads: int
                 client.cancel(pending)
     results = _entries(job, pieces, counts, hashed)
     return file_doc(job, results)
+
+
+class _RawLayout:
+    """A .npy or .safetensors output planned for a split: its header at 0, each tensor's
+    bytes at their offset (``RawWriter``'s), nothing else."""
+
+    checksummed = False  # no checksum covers the data
+    others: tuple = ()
+
+    def __init__(self, job: FileJob) -> None:
+        tf = job.tf
+        entries = [Entry(t.name, t.dtype, t.shape) for t in tf.tensors]
+        w = format_module(tf.format).writer(None, entries, tf.metadata, like=tf)
+        self.header, self.offsets = w.header, w.offsets
+        self.size = max([len(w.header)] + [w.offsets[t.name] + t.nbytes for t in tf.tensors])
+
+    def begin(self) -> list[tuple[int, bytes]]:
+        return [(0, self.header)]
+
+    def end(self, parts: dict) -> list[tuple[int, bytes]]:
+        return []
+
+
+def _layout(job: FileJob):
+    """The output file planned before any task runs: the format's own ``split_layout`` (an
+    archive), else a raw format's header and offsets.
+
+    Either way: ``size``, ``offsets`` (each tensor's data), ``begin()`` (bytes the client
+    writes first), ``others`` ((input offset, output offset, bytes) copied as they are),
+    ``checksummed`` (ranges report CRC-32s) and ``end(parts)`` (bytes written last, from
+    each tensor's ranges' (bytes, input CRC, output CRC)).
+    """
+    fmt = format_module(job.tf.format)
+    if hasattr(fmt, "split_layout"):
+        copied = {t.name for t in job.tf.tensors if t.name not in job.plans}
+        return fmt.split_layout(job.tf, copied)
+    return _RawLayout(job)
 
 
 def _groups(items: list, split_size: int, size: Callable) -> list[list]:
@@ -483,7 +581,7 @@ def _entries(job: FileJob, pieces: list[Piece], counts: list[tuple[int, int]],
     """Each tensor's stats entry from its pieces' counts and its digests."""
     dropped: dict[str, int] = {}
     overflow: dict[str, int] = {}
-    for p, (d, o) in zip(pieces, counts, strict=True):
+    for p, (d, o, _, _) in zip(pieces, counts, strict=True):
         dropped[p.name] = dropped.get(p.name, 0) + d
         overflow[p.name] = overflow.get(p.name, 0) + o
     results = {}

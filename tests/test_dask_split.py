@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import zipfile
 
 import ml_dtypes
 import numpy as np
@@ -42,6 +43,10 @@ def _make(tmp_path, fmt: str, dtype) -> str:
     x = _data(SHAPE, dtype)
     if fmt == "npy":
         return write_npy(tmp_path / "big.npy", x)
+    if fmt == "npz":  # stored members: it splits
+        np.savez(tmp_path / "big.npz", **{"enc.w": x, "ids": np.arange(300, dtype=np.int64),
+                                          "head": x[:2, :, :50].copy()})
+        return str(tmp_path / "big.npz")
     return write_safetensors(tmp_path / "big.safetensors", {
         "enc.w": x, "ids": np.arange(300, dtype=np.int64), "head": x[:2, :, :50].copy()},
         {"kind": "test"})
@@ -83,6 +88,9 @@ CASES = [  # (format, dtype, variant, split size in bytes)
     ("safetensors", np.float32, "channel", 1500),
     ("safetensors", np.float16, "share-axes", 700),
     ("safetensors", np.float32, "alpha-no-scale", 5000),
+    ("npz", np.float32, "share-axes", 900),
+    ("npz", np.float16, "alpha-no-scale", 1000),
+    ("npz", np.float64, "exact-count", 1500),
 ]
 
 
@@ -92,7 +100,7 @@ def test_split_file_equals_the_local_run(client, tmp_path, fmt, dtype, variant, 
     kw = dict(VARIANTS[variant])
     params = DropoutParams(p=kw.pop("p", 0.25), **kw)
     src = _make(tmp_path, fmt, dtype)
-    options = {"exclude": ("ids",)} if fmt == "safetensors" else {}
+    options = {"exclude": ("ids",)} if fmt != "npy" else {}
     local, local_doc, split, split_doc = _pair(tmp_path, src, client, size, params, options)
     assert split == local
     assert split_doc == local_doc
@@ -124,16 +132,114 @@ def test_a_file_under_the_split_size_is_one_task(client, tmp_path):
     assert not [t for t in stream.data if "run_piece" in str(t["key"])]
 
 
+def _stored_npz(tmp_path) -> str:
+    """np.savez (stored members) of several dtypes, an empty tensor, and two members that are
+    not tensors (one deflated: copied as it is, so the archive still splits)."""
+    path = tmp_path / "big.npz"
+    rng = np.random.default_rng(5)
+    np.savez(path, w=_data((40, 50), np.float32), h=_data((3, 7, 61), np.float16),
+             ids=np.arange(300, dtype=np.int64), empty=np.zeros((0, 4), np.float32),
+             keep=rng.random(77) < 0.5, n=rng.integers(-99, 99, (5, 33), dtype=np.int32),
+             z=np.zeros(0, np.int8))
+    with zipfile.ZipFile(path, "a") as z:
+        z.writestr("README.txt", b"not a tensor\n" * 40, compress_type=zipfile.ZIP_DEFLATED)
+        z.writestr("raw.bin", bytes(range(256)) * 5)
+    return str(path)
+
+
+NPZ_CASES = {  # (params, split size, tensors chosen)
+    "element": (dict(p=0.3, scale=False), 700, ()),
+    "channel": (dict(p=0.4, scale=False, variant="channel"), 1000, ("w", "h", "n", "empty")),
+    "exact-count": (dict(p=0.25, scale=False, exact_count=True), 512, ()),
+}
+
+
+@pytest.mark.parametrize("case", list(NPZ_CASES))
+def test_a_stored_npz_splits_and_equals_the_local_run(client, tmp_path, case):
+    kw, size, chosen = NPZ_CASES[case]
+    src = _stored_npz(tmp_path)
+    local, local_doc, split, split_doc = _pair(tmp_path, src, client, size,
+                                               DropoutParams(**kw),
+                                               {"exclude": ("ids",), "tensors": chosen})
+    assert split == local
+    assert split_doc == local_doc
+    assert "dask_split" not in split_doc["files"][0]
+    assert _leftovers(tmp_path) == []
+    out = tmp_path / "split.npz"
+    with zipfile.ZipFile(out) as z:
+        assert z.testzip() is None
+        assert z.read("README.txt") == b"not a tensor\n" * 40
+    with np.load(src) as a, np.load(out) as b:
+        assert a.files == b.files
+        np.testing.assert_array_equal(b["ids"], a["ids"])  # excluded: unchanged
+        assert b["empty"].shape == (0, 4) and b["w"].dtype == np.float32
+
+
+def test_a_stored_npz_becomes_range_tasks_on_both_workers(client, tmp_path):
+    from distributed import get_task_stream
+
+    src = _stored_npz(tmp_path)
+    with get_task_stream(client=client) as stream:
+        local, local_doc, split, split_doc = _pair(tmp_path, src, client, 1024,
+                                                   DropoutParams(p=0.5, scale=False))
+    assert split == local and split_doc == local_doc
+    ranges = [t for t in stream.data if "run_piece" in str(t["key"])]
+    assert len(ranges) >= 8  # w alone is 8000 bytes: eight tasks of 1 KiB
+    assert len({t["worker"] for t in ranges}) == 2
+
+
+def test_a_stored_npz_splits_with_zip64_records(client, tmp_path, monkeypatch):
+    from dropout_core.formats import ziparchive
+
+    src = _stored_npz(tmp_path)  # written before the limits drop: the input has no Zip64
+    monkeypatch.setattr(ziparchive, "_ZIP64_AT", 4000)  # as if 4000 bytes were 4 GiB
+    monkeypatch.setattr(ziparchive, "_COUNT64_AT", 5)  # and 5 members were 65535
+    local, local_doc, split, split_doc = _pair(tmp_path, src, client, 1000,
+                                               DropoutParams(p=0.3, scale=False))
+    assert b"PK\x06\x06" in local  # the client wrote Zip64 records, as the local run did
+    assert split == local and split_doc == local_doc
+    with zipfile.ZipFile(tmp_path / "split.npz") as z:
+        assert z.testzip() is None
+
+
+def test_a_corrupt_stored_member_fails_the_split_as_the_local_run(client, tmp_path):
+    from dropout_core.formats import open_tensor_file
+
+    src = _stored_npz(tmp_path)
+    with open_tensor_file(src) as tf:
+        at = next(t for t in tf.tensors if t.name == "w").offset + 4321
+    with open(src, "r+b") as f:  # one byte of w's data changes: its CRC-32 no longer matches
+        f.seek(at)
+        byte = f.read(1)
+        f.seek(at)
+        f.write(bytes([byte[0] ^ 0x10]))
+    target = tmp_path / "split.npz"
+    target.write_bytes(b"the old output")
+    params = DropoutParams(p=0.5, scale=False)
+    with pytest.raises(DropoutError, match="member w.npy: CRC-32 mismatch") as local:
+        apply_files([src], params=params, seed=1, output=str(tmp_path / "local.npz"))
+    with pytest.raises(DropoutError, match="member w.npy: CRC-32 mismatch") as split:
+        apply_files([src], params=params, seed=1, output=str(target),
+                    options=BatchOptions(dask_split_size=1000, force=True),
+                    dask_scheduler=client)
+    assert str(split.value) == str(local.value)
+    assert target.read_bytes() == b"the old output"
+    assert _leftovers(tmp_path) == []
+
+
 def _npz(tmp_path) -> str:
     path = tmp_path / "big.npz"
-    np.savez(path, a=_data((40, 50), np.float32), b=_data((7,), np.float64))
+    np.savez_compressed(path, a=_data((40, 50), np.float32), b=_data((7,), np.float64))
     return str(path)
 
 
 FALLBACKS = {
     "torch": ("npy", {"rng": "torch"}, {}, "rng='torch' is a serial stream"),
-    "npz": ("npz", {}, {}, "a .npz archive's members are written one after another"),
+    "npz-deflated": ("npz", {}, {}, "a .npz with deflated members (np.savez_compressed; a.npy "
+                     "is one) is compressed member by member, front to back; only stored "
+                     "members (np.savez) split"),
     "fortran": ("fortran", {}, {}, "a Fortran-order .npy is reordered into C order"),
+    "npz-fortran": ("npz-fortran", {}, {}, "a Fortran-order .npy is reordered into C order"),
     "mask-out": ("npy", {}, {"mask_out": "m.safetensors"}, "mask_out writes its mask file"),
 }
 
@@ -143,6 +249,10 @@ def test_what_cannot_split_runs_as_one_task_and_says_why(client, tmp_path, case)
     kind, kw, opts, why = FALLBACKS[case]
     if kind == "npz":
         src = _npz(tmp_path)
+    elif kind == "npz-fortran":  # stored, but one member in Fortran order
+        src = str(tmp_path / "big.npz")
+        np.savez(src, a=_data((40, 50), np.float32),
+                 f=np.asfortranarray(_data((30, 20), np.float32)))
     else:
         src = write_npy(tmp_path / "big.npy", _data(SHAPE, np.float32), fortran=kind == "fortran")
     if "mask_out" in opts:
@@ -298,7 +408,7 @@ def fragile_cluster():
         yield client
 
 
-@pytest.mark.parametrize("fmt", ["npy", "safetensors"])
+@pytest.mark.parametrize("fmt", ["npy", "safetensors", "npz"])
 def test_a_worker_killed_mid_run_leaves_the_target_untouched(fragile_cluster, tmp_path, fmt):
     from distributed import WorkerPlugin
 

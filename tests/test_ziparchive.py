@@ -25,6 +25,9 @@ from dropout_core.formats.ziparchive import (
     STORED,
     ArchiveWriter,
     MemberReader,
+    Planned,
+    crc32_combine,
+    layout,
     read_directory,
 )
 
@@ -748,3 +751,92 @@ def test_real_members_over_4_gib(tmp_path):
     finally:
         os.close(fd)
     assert digests[2] == hashlib.sha256(tail).hexdigest()
+
+
+# --------------------------------------------------------------------------- planned archives
+
+
+def test_crc32_combine_equals_the_crc_of_the_concatenation():
+    rng = np.random.default_rng(7)
+    lengths = [0, 1, 2, 3, 7, 8, 255, 256, 4095, 65537] + \
+        [int(n) for n in rng.integers(0, 5000, 40)]
+    for la in lengths[:20]:
+        for lb in lengths:
+            a, b = rng.bytes(la), rng.bytes(lb)
+            got = crc32_combine(zlib.crc32(a), zlib.crc32(b), len(b))
+            assert got == zlib.crc32(a + b), (la, lb)
+    parts = [rng.bytes(int(n)) for n in rng.integers(0, 3, 30)] + [b"", b"x", rng.bytes(9999)]
+    total = 0
+    for part in parts:  # in order, as a split run combines its ranges
+        total = crc32_combine(total, zlib.crc32(part), len(part))
+    assert total == zlib.crc32(b"".join(parts))
+    # a length past 2**32 (a member of Zip64 size): zero bytes, checked piecewise
+    zeros = zlib.crc32(bytes(1 << 20))
+    big = 0
+    for _ in range(8):
+        big = crc32_combine(big, zeros, 1 << 20)
+    assert big == zlib.crc32(bytes(8 << 20))
+    assert crc32_combine(0x12345678, 0, 0) == 0x12345678
+    with pytest.raises(ValueError):
+        crc32_combine(0, 0, -1)
+
+
+def _planned_equals_written(tmp_path) -> None:
+    """``layout`` plus each member's data gives ArchiveWriter's bytes (stored adds, copies)."""
+    src = str(tmp_path / "src.npz")
+    with zipfile.ZipFile(src, "w") as z:
+        z.writestr("notes.txt", b"deflated, copied as it is" * 9,
+                   compress_type=zipfile.ZIP_DEFLATED)
+        z.writestr("k.npy", npy_bytes(ARRAYS["ints"]))
+    datas = {"a.npy": npy_bytes(ARRAYS["weights"]), "empty": b"", "é.npy": b"x" * 130}
+    sink = MemSink()
+    w = ArchiveWriter(sink)
+    fd = os.open(src, os.O_RDONLY)
+    try:
+        members = read_directory(fd, os.fstat(fd).st_size, WHERE)
+        planned = []
+        mw = w.add("a.npy", STORED, len(datas["a.npy"]))
+        mw.write(datas["a.npy"])
+        mw.close()
+        planned.append(Planned("a.npy", STORED, zlib.crc32(datas["a.npy"]),
+                               len(datas["a.npy"]), len(datas["a.npy"])))
+        for m in members:
+            w.copy(fd, m)
+            planned.append(Planned(m.name, m.method, m.crc32, m.compressed_size,
+                                   m.uncompressed_size))
+        for name in ("empty", "é.npy"):
+            mw = w.add(name, STORED, len(datas[name]))
+            mw.write(datas[name])
+            mw.close()
+            planned.append(Planned(name, STORED, zlib.crc32(datas[name]), len(datas[name]),
+                                   len(datas[name])))
+        w.finish()
+        raw = (tmp_path / "src.npz").read_bytes()
+        contents = [datas["a.npy"]] + \
+            [raw[m.data_offset:m.data_offset + m.compressed_size] for m in members] + \
+            [datas["empty"], datas["é.npy"]]
+    finally:
+        os.close(fd)
+    zeroed, _, size0 = layout([Planned(p.name, p.method, 0, p.compressed_size,
+                                       p.uncompressed_size) for p in planned])
+    offsets, writes, size = layout(planned)
+    assert zeroed == offsets and size0 == size == len(sink.buf)  # the CRCs move nothing
+    out = bytearray(size)
+    for pos, data in writes:
+        out[pos:pos + len(data)] = data
+    for off, data in zip(offsets, contents, strict=True):
+        out[off:off + len(data)] = data
+    assert bytes(out) == bytes(sink.buf)
+    path = put(tmp_path, bytes(out), "planned.npz")
+    with zipfile.ZipFile(path) as z:
+        assert z.testzip() is None
+
+
+def test_a_planned_archive_is_the_written_one(tmp_path):
+    _planned_equals_written(tmp_path)
+
+
+def test_a_planned_archive_is_the_written_one_with_zip64(tmp_path, monkeypatch):
+    monkeypatch.setattr(ziparchive, "_ZIP64_AT", 100)  # as if 100 were 4 GiB
+    monkeypatch.setattr(ziparchive, "_COUNT64_AT", 3)  # and 3 were 65535 members
+    _planned_equals_written(tmp_path)

@@ -19,7 +19,11 @@ Each format module offers the same small set of names:
   only front to back, in increasing order (a deflated archive member);
 * ``writer(sink, entries, metadata, like)``: an object with ``begin()``,
   ``write(name, start, data)``, ``end_tensor(name)``, ``copy(name, fd, info)``
-  and ``finish()``.
+  and ``finish()``;
+* ``split_refusal(tf)`` and ``split_layout(tf, copied)`` (optional): why a file
+  cannot be written by many Dask tasks at once (or None), and its output planned
+  in advance for them (an archive: see ``dask_split._layout``); a format without
+  them splits as raw bytes at its writer's offsets.
 
 The rest of the library asks ``REGISTRY`` (through ``open_tensor_file``,
 ``output_format`` and ``format_module``), never ``if fmt == ...``.  A new

@@ -8,27 +8,43 @@ its declared size, CRC-32 checked once its last byte is read) and written
 through a ``MemberWriter`` (deflated piece by piece), so no member is ever
 held whole, except a Fortran-order member, which is read whole like a
 Fortran-order .npy.
+
+A Dask split (``split_layout``) plans the output archive of an .npz whose tensor
+members are stored, so that tasks write ranges of members in any order.
 """
 
 from __future__ import annotations
 
 import os
 import weakref
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..errors import DropoutError, escape_name
 from . import npy
-from .base import Entry, Sink, TensorFile, TensorInfo
-from .ziparchive import STORED, ArchiveWriter, Member, MemberReader, read_directory
+from .base import Entry, Sink, TensorFile, TensorInfo, read_exact
+from .ziparchive import (
+    STORED,
+    ArchiveWriter,
+    Member,
+    MemberReader,
+    Planned,
+    crc32_combine,
+    layout,
+    read_directory,
+)
 
 NAME = "npz"
 EXTENSIONS = (".npz",)
 NAMED = True
 MAX_TENSORS = None
 METADATA = False
-SEQUENTIAL = True  # the reader serves a member front to back (it may be deflated)
+# The reader serves a member front to back (it may be deflated).  A Dask split does not use
+# it: its tasks read a stored member's data at its file offset (TensorInfo.offset), any
+# range, and the client checks the member's CRC-32 from the CRCs of their ranges.
+SEQUENTIAL = True
 SUFFIX = ".npy"  # a member NAME.npy is the tensor NAME, as in np.load(f).files
 _MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a first member, or the end record of an empty archive
 _NPY_PROBE = 12  # bytes that hold a .npy header's magic, version and length in every version
@@ -289,3 +305,112 @@ def writer(sink: Sink, entries: list[Entry], metadata: dict | None = None,
     if metadata:
         raise DropoutError(".npz output: an .npz archive cannot hold metadata")
     return NpzWriter(sink, entries, like)
+
+
+# ----------------------------------------------------------------------------- split runs
+
+
+def split_refusal(tf: TensorFile) -> str | None:
+    """Why this archive cannot be written by many tasks at once (a Dask split), or None.
+
+    A stored member's bytes lie at fixed offsets, like a .npy's, and its CRC-32 combines
+    from its parts'; a deflated member is one compressed stream whose bytes' places are
+    known only once everything before them is compressed.
+    """
+    deflated = [t for t in tf.tensors if t.member.member.method != STORED]
+    if deflated:
+        return (f"a .npz with deflated members (np.savez_compressed; "
+                f"{escape_name(deflated[0].member.name)} is one) is compressed member by "
+                "member, front to back; only stored members (np.savez) split")
+    return None
+
+
+class StoredLayout:
+    """The output archive of a run over an .npz whose tensor members are all stored, planned
+    before any data is written, byte for byte what ``NpzWriter`` writes.
+
+    Members keep the input's order and names.  A processed tensor's member is its .npy
+    header (``npy.header_bytes``, as ``NpzWriter`` writes it) and its data; a copied
+    tensor's member (``copied``: tensors not processed) and every other member are the
+    input's bytes.  ``offsets``: each tensor's data offset in the output; ``prefixes``: the
+    bytes before it in its member (written by the client); ``others``: (input offset, output
+    offset, bytes) of each non-tensor member's data; ``size``: the archive's size.  Once
+    every range is written, ``end(parts)`` checks each input member's CRC-32 and gives the
+    local headers, central directory and end records with the output CRCs.
+    """
+
+    def __init__(self, tf: TensorFile, copied: set[str]) -> None:
+        self.tf = tf
+        slots = sorted([t.member for t in tf.tensors] + list(tf.others), key=lambda s: s.index)
+        tensor_of = {t.member.index: t for t in tf.tensors}
+        self._slots: list[tuple[Slot, TensorInfo | None, bool]] = []
+        self.prefixes: dict[str, bytes] = {}
+        self._in_prefix: dict[str, bytes] = {}  # each tensor member's input .npy header
+        fd = os.open(tf.real_path, os.O_RDONLY)
+        try:
+            for s in slots:
+                t = tensor_of.get(s.index)
+                self._slots.append((s, t, t is not None and t.name in copied))
+                if t is None:
+                    continue
+                head = np.empty(s.header, dtype=np.uint8)
+                read_exact(fd, s.member.data_offset, head, escape_name(tf.display))
+                self._in_prefix[t.name] = head.tobytes()
+                self.prefixes[t.name] = (self._in_prefix[t.name] if t.name in copied else
+                                         npy.header_bytes(t.dtype, t.shape))
+        finally:
+            os.close(fd)
+        starts, _, self.size = layout(self._planned({}), ".npz output")
+        self.offsets: dict[str, int] = {}
+        self.others: list[tuple[int, int, int]] = []
+        for (s, t, _), start in zip(self._slots, starts, strict=True):
+            if t is None:
+                self.others.append((s.member.data_offset, start, s.member.compressed_size))
+            else:
+                self.offsets[t.name] = start + len(self.prefixes[t.name])
+
+    checksummed = True  # ranges report CRC-32s: every member has one
+
+    def begin(self) -> list[tuple[int, bytes]]:
+        """Bytes the client writes before the ranges: each tensor member's .npy header."""
+        return [(self.offsets[name] - len(head), head) for name, head in self.prefixes.items()]
+
+    def _planned(self, crcs: dict[str, int]) -> list[Planned]:
+        out = []
+        for s, t, copied in self._slots:
+            m = s.member
+            if t is None or copied:
+                out.append(Planned(m.name, m.method, m.crc32, m.compressed_size,
+                                   m.uncompressed_size))
+            else:
+                size = len(self.prefixes[t.name]) + t.nbytes
+                out.append(Planned(m.name, STORED, crcs.get(t.name, 0), size, size))
+        return out
+
+    def end(self, parts: dict[str, list[tuple[int, int, int]]]) -> list[tuple[int, bytes]]:
+        """The archive's bytes around the data, from each tensor's ranges in order as
+        (bytes, CRC-32 of the input bytes, CRC-32 of the output bytes).
+
+        Every tensor member's CRC-32 is checked as the local run's reader checks it.
+        """
+        crcs = {}
+        for s, t, _ in self._slots:
+            if t is None:
+                continue
+            read = zlib.crc32(self._in_prefix[t.name])
+            wrote = zlib.crc32(self.prefixes[t.name])
+            for n, c_in, c_out in parts[t.name]:
+                read = crc32_combine(read, c_in, n)
+                wrote = crc32_combine(wrote, c_out, n)
+            if read != s.member.crc32:
+                raise DropoutError(f"{escape_name(self.tf.display)}: member "
+                                   f"{escape_name(s.name)}: CRC-32 mismatch (the archive says "
+                                   f"{s.member.crc32:08x}, the data gives {read:08x}): "
+                                   "corrupt data")
+            crcs[t.name] = wrote
+        return layout(self._planned(crcs), ".npz output")[1]
+
+
+def split_layout(tf: TensorFile, copied: set[str]) -> StoredLayout:
+    """``StoredLayout`` of ``tf`` (``split_refusal(tf)`` must be None)."""
+    return StoredLayout(tf, copied)

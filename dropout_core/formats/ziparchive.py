@@ -498,23 +498,33 @@ class ArchiveWriter:
 
     def copy(self, fd: int, member: Member) -> None:
         """Copy a member read by read_directory unchanged: its compressed bytes, CRC and sizes."""
-        raw, flags = self._start(member.name)
-        zip64 = max(member.uncompressed_size, member.compressed_size) >= _ZIP64_AT
-        offset = self._pos
-        version = self._version(zip64, offset)
-        header = _local_header(raw, flags, member.method, member.crc32, member.compressed_size,
-                               member.uncompressed_size, zip64, version)
-        self._sink.write_at(offset, header)
-        pos = offset + len(header)
+        pos = self.place(member.name, member.method, member.crc32, member.compressed_size,
+                         member.uncompressed_size)
         buf = np.empty(min(_PIECE, member.compressed_size), dtype=np.uint8)
         for s in range(0, member.compressed_size, _PIECE):
             piece = buf[:min(_PIECE, member.compressed_size - s)]
             read_exact(fd, member.data_offset + s, piece)
             self._sink.write_at(pos + s, piece)
-        self._pos = pos + member.compressed_size
-        self._entries.append(_Entry(raw, flags, member.method, member.crc32,
-                                    member.compressed_size, member.uncompressed_size, offset,
-                                    version))
+
+    def place(self, name: str, method: int, crc: int, compressed_size: int,
+              uncompressed_size: int) -> int:
+        """A member whose CRC and sizes are known: write its local header, leave room for its
+        ``compressed_size`` bytes of data and return where they start (the caller writes them).
+
+        ``copy`` is this plus the bytes; a stored member ``add``-ed with the same size and
+        data gets the same header and central entry, so ``layout`` can plan an archive.
+        """
+        raw, flags = self._start(name)
+        zip64 = max(uncompressed_size, compressed_size) >= _ZIP64_AT
+        offset = self._pos
+        version = self._version(zip64, offset)
+        header = _local_header(raw, flags, method, crc, compressed_size, uncompressed_size,
+                               zip64, version)
+        self._sink.write_at(offset, header)
+        self._pos = offset + len(header) + compressed_size
+        self._entries.append(_Entry(raw, flags, method, crc, compressed_size,
+                                    uncompressed_size, offset, version))
+        return offset + len(header)
 
     def finish(self) -> None:
         """Write the central directory, the Zip64 end records when needed, and the end record."""
@@ -619,3 +629,98 @@ class MemberWriter:
         return _local_header(self._raw, self._flags, self._method, self._crc,
                              self._size if self._method == STORED else csize, self._size,
                              self._zip64, self._version)
+
+
+class _Recorder:
+    """A sink that keeps what is written, as (position, bytes)."""
+
+    def __init__(self) -> None:
+        self.writes: list[tuple[int, bytes]] = []
+
+    def write_at(self, pos: int, data) -> None:
+        self.writes.append((pos, bytes(data)))
+
+
+@dataclass(frozen=True)
+class Planned:
+    """One member of an archive laid out before its data exists (``layout``)."""
+
+    name: str
+    method: int
+    crc: int
+    compressed_size: int
+    uncompressed_size: int
+
+
+def layout(members: list[Planned], where: str = "zip archive") -> tuple[
+        list[int], list[tuple[int, bytes]], int]:
+    """An archive planned in advance: (each member's data offset, every byte that is not
+    member data as (position, bytes): local headers, central directory, end records, and
+    the archive's size).
+
+    It is ``ArchiveWriter``'s own output: each member ``place``-d, then ``finish``.  Filling
+    each member's data at its offset gives the bytes ``ArchiveWriter`` writes when the same
+    members are ``copy``-ed, or ``add``-ed stored.  Offsets and sizes do not depend on the
+    CRCs, so a first layout with CRCs 0 places the data and a second one, with the CRCs,
+    gives the headers.
+    """
+    rec = _Recorder()
+    w = ArchiveWriter(rec, where)
+    offsets = [w.place(m.name, m.method, m.crc, m.compressed_size, m.uncompressed_size)
+               for m in members]
+    w.finish()
+    size = max([0] + [pos + len(data) for pos, data in rec.writes])
+    return offsets, rec.writes, size
+
+
+# --------------------------------------------------------------------------- CRC-32 combine
+
+_CRC_POLY = 0xEDB88320  # CRC-32 (zlib, ZIP), reflected
+
+
+def _gf2_times(mat: list[int], vec: int) -> int:
+    total, i = 0, 0
+    while vec:
+        if vec & 1:
+            total ^= mat[i]
+        vec >>= 1
+        i += 1
+    return total
+
+
+def _gf2_square(mat: list[int]) -> list[int]:
+    return [_gf2_times(mat, mat[n]) for n in range(32)]
+
+
+_ZEROS: list[list[int]] = []  # _ZEROS[k]: the operator that appends 2**k zero bytes to a CRC
+
+
+def _zeros_operator(k: int) -> list[int]:
+    if not _ZEROS:
+        one_bit = [_CRC_POLY] + [1 << n for n in range(31)]
+        op = one_bit
+        for _ in range(3):  # 2, 4, 8 zero bits: one zero byte
+            op = _gf2_square(op)
+        _ZEROS.append(op)
+    while len(_ZEROS) <= k:
+        _ZEROS.append(_gf2_square(_ZEROS[-1]))
+    return _ZEROS[k]
+
+
+def crc32_combine(crc1: int, crc2: int, len2: int) -> int:
+    """The CRC-32 of A + B from crc1 = crc32(A), crc2 = crc32(B) and len2 = len(B).
+
+    zlib's crc32_combine (its GF(2) matrix method; Python's zlib does not offer it):
+    crc1 is advanced over len2 zero bytes by squared operators, one per set bit of
+    len2, then crc2 is added.  Lets tasks that wrote parts of a member report CRCs of
+    their parts, combined in order by the client.
+    """
+    if len2 < 0:
+        raise ValueError(f"len2 must be non-negative, got {len2}")
+    k = 0
+    while len2:
+        if len2 & 1:
+            crc1 = _gf2_times(_zeros_operator(k), crc1)
+        len2 >>= 1
+        k += 1
+    return crc1 ^ crc2
