@@ -170,6 +170,17 @@ def interleave_commands(cmds: dict[str, list[str]], rounds: int, budget: tuple[i
     return times
 
 
+def install_kind(py: str) -> str:
+    """'editable' or 'regular': an editable install (pip install -e) adds its import hook
+    to every start-up (about 40 ms here), which a user's regular install does not pay."""
+    code = ("import importlib.metadata as m, json\n"
+            "t = m.distribution('tensor-dropout').read_text('direct_url.json')\n"
+            "print('editable' if t and json.loads(t).get('dir_info', {}).get('editable') "
+            "else 'regular')")
+    r = subprocess.run([py, "-c", code], capture_output=True, text=True, cwd="/")  # not a
+    return r.stdout.strip() or "unknown"  # checkout's own *.egg-info
+
+
 def tool_python(exe: str) -> str:
     """The interpreter of a console script (its #! line), else this one."""
     try:
@@ -474,7 +485,11 @@ def main() -> None:
     print(f"commit {commit}; `nproc` {mach['nproc']} ({mach['cpu']}), Python {mach['python']}, "
           f"NumPy {mach['numpy']}, {mach['system']}; load average at start "
           f"{mach['load']:.1f}")
-    print(f"tool: {a.exe} (python {a.py})")
+    kind = install_kind(a.py)
+    print(f"tool: {a.exe} (python {a.py}; a {kind} install)")
+    if kind == "editable":
+        print("note: an editable install's import hook slows every start-up; measure start-up "
+              "with --exe pointing at a regular install (pip install .)")
     if "calls" in sections:
         print(f"torch: {a.torch_py or 'not installed, skipped'}")
     sys.stdout.flush()
