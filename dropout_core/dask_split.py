@@ -310,18 +310,68 @@ def digest_tensor(out: str, out_off: int, dtype: np.dtype, shape: tuple[int, ...
     SHA-256 is serial, so this is the part of a tensor that one worker does alone.
     """
     content = ContentDigest(dtype, shape)
-    n = math.prod(shape)
-    step = max(1, (16 << 20) // dtype.itemsize)
     fd = _open(out, os.O_RDONLY)
     try:
-        for s in range(0, n, step):
-            buf = np.empty(min(step, n - s), dtype=dtype)
-            read_exact(fd, out_off + s * dtype.itemsize, buf)
-            content.update(buf)
+        _hash_values(fd, out_off, dtype, 0, math.prod(shape), content)
     finally:
         os.close(fd)
+    return content.hexdigest(), _mask_digest(side, mask_off, units)
+
+
+def digest_as_written(spec: tuple, ranges: list[tuple[str, int, int]],
+                      mask_events: list[str]) -> list[tuple[str, str | None]]:
+    """One task for one large tensor: ``digest_tensor``'s result, hashing each range of
+    elements as soon as the task that writes it is done (``ranges``: (the name of the
+    ``distributed.Event`` the client sets then, start, stop), in order), so the serial
+    SHA-256 runs beside the writing instead of after it.
+
+    The task secedes from the worker's thread pool while it waits: it holds no slot that
+    a range task needs.  If the run is abandoned (its temporary file is gone), it stops.
+    """
+    from distributed import Event, get_client, rejoin, secede
+
+    out, out_off, dtype, shape, side, mask_off, units = spec
+    client = get_client()
+    secede()
+    try:
+        content = ContentDigest(dtype, shape)
+        fd = _open(out, os.O_RDONLY)
+        try:
+            for name, start, stop in ranges:
+                _wait_for(Event(name, client), out)
+                _hash_values(fd, out_off, dtype, start, stop, content)
+        finally:
+            os.close(fd)
+        for name in mask_events:
+            _wait_for(Event(name, client), out)
+        return [(content.hexdigest(), _mask_digest(side, mask_off, units))]
+    finally:
+        rejoin()
+
+
+def _wait_for(event, out: str) -> None:
+    """Wait until a writing task is done (its event set; then cleared, which frees it on
+    the scheduler); give up when the client has removed the output file."""
+    while not event.wait(timeout=2):
+        if not os.path.exists(out):
+            raise DropoutError(f"{escape_name(out)}: the run was abandoned")
+    event.clear()
+
+
+def _hash_values(fd: int, out_off: int, dtype: np.dtype, start: int, stop: int,
+                 content: ContentDigest) -> None:
+    """Feed elements [start, stop) of a tensor at ``out_off`` to ``content``, in order."""
+    step = max(1, (16 << 20) // dtype.itemsize)
+    for s in range(start, stop, step):
+        buf = np.empty(min(step, stop - s), dtype=dtype)
+        read_exact(fd, out_off + s * dtype.itemsize, buf)
+        content.update(buf)
+
+
+def _mask_digest(side: str, mask_off: int | None, units: int) -> str | None:
+    """The digest of a tensor's packed keep bits in the side file, or None (no mask)."""
     if mask_off is None:
-        return content.hexdigest(), None
+        return None
     mask = MaskDigest()
     size = (units + 7) // 8
     fd = _open(side, os.O_RDONLY)
@@ -332,7 +382,7 @@ def digest_tensor(out: str, out_off: int, dtype: np.dtype, shape: tuple[int, ...
             mask.update_packed(buf)
     finally:
         os.close(fd)
-    return content.hexdigest(), mask.hexdigest()
+    return mask.hexdigest()
 
 
 def probe(paths: list[tuple[str, int]]) -> tuple[str, list[str]]:
@@ -433,6 +483,7 @@ def run_split(client, job: FileJob, *, split_size: int, chunk: int, threads: int
     layout = _layout(job)
     src = os.path.abspath(tf.real_path)
     submitted: list = []
+    signalled: list[str] = []  # Events set for digests that hash as ranges finish
     with atomic_file(job.output) as (f, tmp), side_file(job.output) as side:
         tmp, side = os.path.abspath(tmp), os.path.abspath(side)
         f.truncate(layout.size)
@@ -480,25 +531,43 @@ def run_split(client, job: FileJob, *, split_size: int, chunk: int, threads: int
             size_of = {fut.key: sum(p.nbytes for p in g)
                        for fut, g in zip(futures, groups, strict=True)}
             writers: dict[str, list] = {}  # tensor -> the tasks that write it
+            ranges: dict[str, list] = {}  # tensor -> (task key, start, stop) of its values
             for fut, g in zip(futures, groups, strict=True):
                 for p in g:
                     if fut not in writers.setdefault(p.name, []):
                         writers[p.name].append(fut)
+                    if p.kind != "mask":
+                        ranges.setdefault(p.name, []).append((_written(fut), p.start, p.stop))
+
+            def spec(t) -> tuple:
+                return (tmp, layout.offsets[t.name], t.dtype, t.shape, side, masks.get(t.name),
+                        job.plans[t.name].units if t.name in masks else 0)
+
             # each group of tensors' digests waits only for its own writers: other tensors
-            # keep going
-            hashing = _groups(list(tf.tensors), split_size, lambda t: t.nbytes)
-            digests = [client.submit(
-                digest_tensors,
-                [(tmp, layout.offsets[t.name], t.dtype, t.shape, side, masks.get(t.name),
-                  job.plans[t.name].units if t.name in masks else 0) for t in ts],
-                *dict.fromkeys(f for t in ts for f in writers[t.name]), pure=False)
-                for ts in hashing]
+            # keep going; a tensor written by several tasks is hashed as they finish
+            digests, announce = [], {}  # task key -> its Event, set when the task is done
+            for ts in _groups(list(tf.tensors), split_size, lambda t: t.nbytes):
+                if len(ts) == 1 and len(writers[ts[0].name]) > 1:
+                    t = ts[0]
+                    waited = {name for name, _, _ in ranges[t.name]}
+                    mask_events = [_written(f) for f in writers[t.name]
+                                   if _written(f) not in waited]
+                    announce.update((f.key, _written(f)) for f in writers[t.name])
+                    digests.append(client.submit(digest_as_written, spec(t), ranges[t.name],
+                                                 mask_events, pure=False))
+                else:
+                    digests.append(client.submit(
+                        digest_tensors, [spec(t) for t in ts],
+                        *dict.fromkeys(f for t in ts for f in writers[t.name]), pure=False))
             submitted = futures + digests
             for fut in distributed.as_completed(submitted, loop=client.loop):
                 if advance and fut.key in size_of:
                     advance(size_of[fut.key])
                 if fut.status == "error":
                     fut.result()  # raises the task's error
+                if fut.key in announce:  # a digest hashing as it goes may take this range
+                    signalled.append(announce.pop(fut.key))
+                    distributed.Event(signalled[-1], client).set()
             counts = [c for cs in client.gather(futures) for c in cs]
             hashed = dict(zip((t.name for t in tf.tensors),
                               (h for hs in client.gather(digests) for h in hs), strict=True))
@@ -518,6 +587,8 @@ def run_split(client, job: FileJob, *, split_size: int, chunk: int, threads: int
             pending = [fut for fut in submitted if not fut.done()]
             if pending:
                 client.cancel(pending)
+                for name in signalled:  # (a digest that hashed its range cleared it already)
+                    distributed.Event(name, client).clear()
     results = _entries(job, pieces, counts, hashed)
     return file_doc(job, results)
 
@@ -557,6 +628,11 @@ def _layout(job: FileJob):
         copied = {t.name for t in job.tf.tensors if t.name not in job.plans}
         return fmt.split_layout(job.tf, copied)
     return _RawLayout(job)
+
+
+def _written(future) -> str:
+    """The name of the ``distributed.Event`` that says a writing task is done."""
+    return f"tensor-dropout-written-{future.key}"
 
 
 def _groups(items: list, split_size: int, size: Callable) -> list[list]:

@@ -119,6 +119,9 @@ def test_one_file_becomes_tasks_on_both_workers(client, tmp_path):
     ranges = [t for t in stream.data if "run_piece" in str(t["key"])]
     assert len(ranges) == (5454 + 255) // 256  # 256 float32 per task
     assert len({t["worker"] for t in ranges}) == 2
+    # one tensor written by many tasks: hashed by one task as its ranges finish
+    assert sum("digest_as_written" in str(t["key"]) for t in stream.data) == 1
+    assert not [t for t in stream.data if "digest_tensors" in str(t["key"])]
 
 
 def test_a_file_under_the_split_size_is_one_task(client, tmp_path):
