@@ -5,9 +5,10 @@ tasks.  The client creates a pre-sized temporary output file beside the target
 and writes its header; each task reads its own byte range of the input and
 writes its own byte range of that file, and the packed keep bits of its units
 into a scratch file beside it (ranges start at multiples of 8 units, so bits
-pack into whole bytes).  One task per tensor then hashes the tensor's output
-values and its packed mask in order: the digests of the whole tensor, as a
-local run computes them.  The client moves the output into place only after
+pack into whole bytes).  One task per tensor hashes the tensor's output values
+and its packed mask in order: the digests of the whole tensor, as a local run
+computes them (a tensor written by many tasks is hashed range by range as they
+finish, ``digest_as_written``).  The client moves the output into place only after
 every task succeeded and the file is durable; any failure removes both files
 and leaves the target as it was.  Workers and client must see the same files
 under the same paths (a shared file system): a probe asks every worker first.
