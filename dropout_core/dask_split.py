@@ -351,12 +351,12 @@ def digest_as_written(spec: tuple, ranges: list[tuple[str, int, int]],
 
 
 def _wait_for(event, out: str) -> None:
-    """Wait until a writing task is done (its event set; then cleared, which frees it on
-    the scheduler); give up when the client has removed the output file."""
+    """Wait until a writing task is done (its event set); give up when the client has
+    removed the output file.  The event stays set (the client clears it at the end), so a
+    digest task run again, after its worker died, finds it set too."""
     while not event.wait(timeout=2):
         if not os.path.exists(out):
             raise DropoutError(f"{escape_name(out)}: the run was abandoned")
-    event.clear()
 
 
 def _hash_values(fd: int, out_off: int, dtype: np.dtype, start: int, stop: int,
@@ -588,8 +588,8 @@ def run_split(client, job: FileJob, *, split_size: int, chunk: int, threads: int
             pending = [fut for fut in submitted if not fut.done()]
             if pending:
                 client.cancel(pending)
-                for name in signalled:  # (a digest that hashed its range cleared it already)
-                    distributed.Event(name, client).clear()
+            for name in signalled:  # frees them on the scheduler
+                distributed.Event(name, client).clear()
     results = _entries(job, pieces, counts, hashed)
     return file_doc(job, results)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import threading
 import zipfile
 
 import ml_dtypes
@@ -396,19 +397,24 @@ class _DieOnce:
             os._exit(1)
 
 
-@pytest.fixture(scope="module")
-def fragile_cluster():
-    """Two worker processes under nannies on a scheduler that allows no task to be retried
-    after its worker died, so a killed worker fails the run."""
+def _nanny_cluster(allowed_failures: int):
+    """Two worker processes under nannies (a killed worker comes back); the scheduler
+    retries a dead worker's task ``allowed_failures`` times (read when it starts)."""
     import dask
     import distributed
 
-    with dask.config.set({"distributed.scheduler.allowed-failures": 0}), \
-            distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
-                                     dashboard_address=":0") as c, \
-            distributed.Client(c, set_as_default=False) as client:
+    with dask.config.set({"distributed.scheduler.allowed-failures": allowed_failures}):
+        cluster = distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
+                                           dashboard_address=":0")
+    with cluster, distributed.Client(cluster, set_as_default=False) as client:
         client.wait_for_workers(2, timeout=60)
         yield client
+
+
+@pytest.fixture(scope="module")
+def fragile_cluster():
+    """No retries: a killed worker fails the run."""
+    yield from _nanny_cluster(0)
 
 
 @pytest.mark.parametrize("fmt", ["npy", "safetensors", "npz"])
@@ -452,3 +458,60 @@ def test_split_sizes_take_units(client, tmp_path, run_cli):
     code, _, err = run_cli("apply", src, "-o", str(tmp_path / "o2.npy"), "--seed", "1",
                            "--dask-split-size", "64 parsecs")
     assert code == 2 and "a number of bytes such as 67108864, 64MiB or 1G" in err
+
+
+class _DieWhileHashing(_DieOnce):
+    """A worker plugin: the worker whose digest task is hashing a tensor as it is written
+    exits (once per flag file) when it starts its third range task, so the digest dies
+    half-way and is run again elsewhere."""
+
+    name = "die-while-hashing"
+
+    def setup(self, worker) -> None:
+        self.worker, self.ranges = worker, 0
+
+    def transition(self, key, start, finish, **kwargs) -> None:
+        if finish != "executing" or "run_pieces" not in str(key):
+            return
+        hashing = any("digest_as_written" in str(k) and ts.state == "long-running"
+                      for k, ts in self.worker.state.tasks.items())
+        self.ranges += hashing
+        if self.ranges >= 3:
+            super().transition(key, start, finish, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def sturdy_cluster():
+    """distributed's default: a dead worker's tasks are run again (3 times at most)."""
+    yield from _nanny_cluster(3)
+
+
+def test_a_digest_whose_worker_dies_is_run_again_and_the_run_succeeds(sturdy_cluster,
+                                                                       tmp_path):
+    from distributed import WorkerPlugin
+
+    plugin = type("Die", (_DieWhileHashing, WorkerPlugin), {})(str(tmp_path / "died"))
+    src = write_npy(tmp_path / "big.npy", _data((40, 1000), np.float32))  # 157 range tasks
+    local = apply_files([src], params=DropoutParams(p=0.5), seed=1,
+                        output=str(tmp_path / "local.npy"))
+    found: list = []
+
+    def run() -> None:
+        found.append(apply_files([src], params=DropoutParams(p=0.5), seed=1,
+                                 output=str(tmp_path / "split.npy"),
+                                 options=BatchOptions(dask_split_size=1024, chunk_size=64),
+                                 dask_scheduler=sturdy_cluster))
+
+    sturdy_cluster.register_plugin(plugin)
+    try:  # in a daemon thread: a digest that waits forever fails the test, not hangs it
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        thread.join(timeout=120)
+        assert not thread.is_alive(), "the split run did not finish in 120 s"
+    finally:
+        sturdy_cluster.unregister_worker_plugin(plugin.name)
+    [split] = found
+    assert (tmp_path / "died").exists()  # the hashing worker really died, half-way
+    assert (tmp_path / "split.npy").read_bytes() == (tmp_path / "local.npy").read_bytes()
+    assert _entry(split) == _entry(local)
+    assert _leftovers(tmp_path) == []
