@@ -329,33 +329,40 @@ def digest_as_written(spec: tuple, ranges: list[tuple[str, int, int]],
     The task secedes from the worker's thread pool while it waits: it holds no slot that
     a range task needs.  If the run is abandoned (its temporary file is gone), it stops.
     """
-    from distributed import Event, get_client, rejoin, secede
+    from distributed import Event, get_client, get_worker, rejoin, secede
 
     out, out_off, dtype, shape, side, mask_off, units = spec
-    client = get_client()
+    client, worker = get_client(), get_worker()
+    me = worker.get_current_task()
+
+    def wanted() -> bool:  # not cancelled, nor released because the client went away
+        ts = worker.state.tasks.get(me)
+        return ts is not None and ts.state not in ("cancelled", "released", "forgotten")
+
     secede()
     try:
         content = ContentDigest(dtype, shape)
         fd = _open(out, os.O_RDONLY)
         try:
             for name, start, stop in ranges:
-                _wait_for(Event(name, client), out)
+                _wait_for(Event(name, client), out, wanted)
                 _hash_values(fd, out_off, dtype, start, stop, content)
         finally:
             os.close(fd)
         for name in mask_events:
-            _wait_for(Event(name, client), out)
+            _wait_for(Event(name, client), out, wanted)
         return [(content.hexdigest(), _mask_digest(side, mask_off, units))]
     finally:
         rejoin()
 
 
-def _wait_for(event, out: str) -> None:
-    """Wait until a writing task is done (its event set); give up when the client has
-    removed the output file.  The event stays set (the client clears it at the end), so a
-    digest task run again, after its worker died, finds it set too."""
+def _wait_for(event, out: str, wanted: Callable[[], bool]) -> None:
+    """Wait until a writing task is done (its event set); give up when the run was
+    abandoned: the client removed the output file, or this task is no longer wanted (it
+    was cancelled, or its client is gone).  The event stays set (the client clears it at
+    the end), so a digest task run again, after its worker died, finds it set too."""
     while not event.wait(timeout=2):
-        if not os.path.exists(out):
+        if not os.path.exists(out) or not wanted():
             raise DropoutError(f"{escape_name(out)}: the run was abandoned")
 
 

@@ -515,3 +515,41 @@ def test_a_digest_whose_worker_dies_is_run_again_and_the_run_succeeds(sturdy_clu
     assert (tmp_path / "split.npy").read_bytes() == (tmp_path / "local.npy").read_bytes()
     assert _entry(split) == _entry(local)
     assert _leftovers(tmp_path) == []
+
+
+def _threads_waiting_for_ranges() -> int:
+    """Run on a worker: its threads inside dask_split._wait_for."""
+    import sys
+
+    count = 0
+    for frame in sys._current_frames().values():
+        while frame is not None:
+            if frame.f_code.co_name == "_wait_for" and "dask_split" in frame.f_code.co_filename:
+                count += 1
+                break
+            frame = frame.f_back
+    return count
+
+
+def test_a_cancelled_digest_stops_waiting(client, tmp_path):
+    # a client that went away (or cancelled) leaves no worker thread waiting forever for
+    # ranges that will never be written, even when the temporary file is still there
+    import time
+
+    from dropout_core.dask_split import digest_as_written
+
+    out = tmp_path / "out.tmp"
+    out.write_bytes(bytes(64))
+    spec = (str(out), 0, np.dtype(np.float32), (16,), str(out), None, 0)
+    fut = client.submit(digest_as_written, spec, [(f"never-set-{tmp_path.name}", 0, 16)], [],
+                        pure=False)
+    deadline = time.monotonic() + 30
+    while sum(client.run(_threads_waiting_for_ranges).values()) == 0:
+        assert time.monotonic() < deadline, "the digest task never started waiting"
+        time.sleep(0.1)
+    fut.cancel()
+    deadline = time.monotonic() + 30
+    while sum(client.run(_threads_waiting_for_ranges).values()) != 0:
+        assert time.monotonic() < deadline, "the cancelled digest task still waits"
+        time.sleep(0.2)
+    assert out.exists()  # it stopped because it was cancelled, not because the file went
