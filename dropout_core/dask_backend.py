@@ -284,10 +284,11 @@ def _split_or_not(work: list, split_size: int) -> list[bool]:
 
     split = []
     for job in work:
-        reason = one_task_reason(job) if job.tf.size > split_size else None
+        large = job.tf.size > split_size
+        reason = one_task_reason(job) if large else None
         if reason is not None:
             job.extra["dask_split"] = reason
-        split.append(job.tf.size > split_size and reason is None)
+        split.append(large and reason is None)
     return split
 
 

@@ -39,7 +39,7 @@ from .engine import run_tensor
 from .errors import DropoutError, escape_name
 from .files import FileJob, file_doc, tensor_entry
 from .formats import Entry, format_module
-from .formats.base import read_exact
+from .formats.base import byte_view, read_exact, write_exact
 from .kernel import kernel_for
 from .plan import TensorPlan
 from .stats import ContentDigest, MaskDigest, TensorStats
@@ -140,11 +140,7 @@ class _Bits:
             self._write(np.packbits(self.carry, bitorder="little"))
 
     def _write(self, data: np.ndarray) -> None:
-        view = memoryview(data)
-        done = 0
-        while done < len(view):
-            done += os.pwrite(self.fd, view[done:], self.pos + done)
-        self.pos += len(view)
+        self.pos += write_exact(self.fd, self.pos, data)
 
 
 def _open(path: str, flags: int) -> int:
@@ -153,13 +149,6 @@ def _open(path: str, flags: int) -> int:
     except OSError as e:
         raise DropoutError(f"{escape_name(path)}: cannot open on this Dask worker: "
                            f"{e.strerror}") from None
-
-
-def _pwrite(fd: int, pos: int, data: np.ndarray) -> None:
-    view = memoryview(np.ascontiguousarray(data).reshape(-1).view(np.uint8))
-    done = 0
-    while done < len(view):
-        done += os.pwrite(fd, view[done:done + (256 << 10)], pos + done)
 
 
 def run_piece(piece: Piece, version: str) -> tuple[int, int, int | None, int | None]:
@@ -189,7 +178,7 @@ def run_piece(piece: Piece, version: str) -> tuple[int, int, int | None, int | N
                 if crc is not None:
                     crc.read(buf)
                     crc.wrote(buf)
-                _pwrite(fout, p.out_off + s * item, buf)
+                write_exact(fout, p.out_off + s * item, buf)
             result = (0, 0)
         elif p.kind == "mask":
             result = (_mask_units(p, fout), 0)
@@ -221,14 +210,10 @@ class _Crc:
         self.input = self.output = 0
 
     def read(self, data: np.ndarray) -> None:
-        self.input = zlib.crc32(_bytes_of(data), self.input)
+        self.input = zlib.crc32(byte_view(data), self.input)
 
     def wrote(self, data: np.ndarray) -> None:
-        self.output = zlib.crc32(_bytes_of(data), self.output)
-
-
-def _bytes_of(data: np.ndarray) -> memoryview:
-    return memoryview(np.ascontiguousarray(data).reshape(-1).view(np.uint8))
+        self.output = zlib.crc32(byte_view(data), self.output)
 
 
 def run_pieces(pieces: list[Piece], version: str) -> list[tuple]:
@@ -263,7 +248,7 @@ def _drop_range(p: Piece, fin: int, fout: int, bits: _Bits | None,
     def write(s: int, out: np.ndarray, idx) -> None:
         if crc is not None:
             crc.wrote(out)
-        _pwrite(fout, p.out_off + (p.start + s) * item, out)
+        write_exact(fout, p.out_off + (p.start + s) * item, out)
 
     st = run_tensor(sub, read, write, chunk=p.chunk, threads=p.threads,
                     mask_sink=None if bits is None else bits.put)
@@ -287,7 +272,7 @@ def _drop_slabs(p: Piece, fin: int, fout: int, crc: _Crc | None = None) -> int:
         overflow += kernel.apply(x, broadcast_keep(plan.source, plan.mask_shape, p.shape, idx))
         if crc is not None:
             crc.wrote(x)
-        _pwrite(fout, p.out_off + s * item, x)
+        write_exact(fout, p.out_off + s * item, x)
     return overflow
 
 
@@ -496,7 +481,7 @@ def run_split(client, job: FileJob, *, split_size: int, chunk: int, threads: int
         tmp, side = os.path.abspath(tmp), os.path.abspath(side)
         f.truncate(layout.size)
         for pos, data in layout.begin():
-            _pwrite(f.fileno(), pos, np.frombuffer(data, dtype=np.uint8))
+            write_exact(f.fileno(), pos, data)
         check_workers(client, [(src, os.R_OK), (tmp, os.W_OK), (side, os.W_OK)],
                       {src: tf.path, tmp: job.output, side: job.output})
         try:
@@ -584,7 +569,7 @@ def run_split(client, job: FileJob, *, split_size: int, chunk: int, threads: int
                 if p.crc:  # a tensor's ranges, in order
                     parts[p.name].append((p.nbytes, c_in, c_out))
             for pos, data in layout.end(parts):  # (an archive: CRCs checked, then the headers)
-                _pwrite(f.fileno(), pos, np.frombuffer(data, dtype=np.uint8))
+                write_exact(f.fileno(), pos, data)
         except distributed.KilledWorker as e:
             raise DropoutError(f"{tf.where()}: a Dask worker died while processing a part of "
                                f"the file ({e}); the target is unchanged") from None

@@ -251,6 +251,23 @@ class Entry:
         return math.prod(self.shape) * self.dtype.itemsize
 
 
+def byte_view(data) -> memoryview:
+    """A flat byte view of an array (made contiguous if it is not) or a bytes-like object."""
+    if isinstance(data, np.ndarray):
+        return memoryview(np.ascontiguousarray(data).reshape(-1).view(np.uint8))
+    return memoryview(data)
+
+
+def write_exact(fd: int, offset: int, data, piece: int = 256 << 10) -> int:
+    """Write all of ``data`` at ``offset``, ``piece`` bytes per pwrite; the bytes written
+    (``read_exact``'s twin)."""
+    view = byte_view(data)
+    done = 0
+    while done < len(view):
+        done += os.pwrite(fd, view[done:done + piece], offset + done)
+    return done
+
+
 class Sink:
     """Positioned writes into an open file."""
 
@@ -267,12 +284,8 @@ class Sink:
         self._lo, self._hi = None, 0
 
     def write_at(self, pos: int, data) -> None:
-        view = memoryview(np.ascontiguousarray(data).reshape(-1).view(np.uint8)) \
-            if isinstance(data, np.ndarray) else memoryview(data)
-        done = 0
         try:
-            while done < len(view):
-                done += os.pwrite(self.fd, view[done:done + self.PIECE], pos + done)
+            done = write_exact(self.fd, pos, data, self.PIECE)
         except OSError as e:
             if self.where is None:
                 raise
